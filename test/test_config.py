@@ -1,0 +1,82 @@
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+import pytest
+
+from zlora.config import ConfigError, from_dict, load_config, parse_overrides, save_config, read_yaml
+
+
+@dataclass
+class Inner:
+    rank: int = 8
+    alpha: float = 16.0
+    kind: Literal["lora", "zipper-soft"] = "lora"
+
+
+@dataclass
+class Outer:
+    name: str
+    inner: Inner = field(default_factory=Inner)
+    langs: list[str] = field(default_factory=list)
+    init_from: Optional[str] = None
+    flag: bool = False
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ConfigError, match=r"config.inner: unknown key\(s\) 'rnak'"):
+        from_dict(Outer, {"name": "x", "inner": {"rnak": 4}})
+
+
+def test_missing_required_key_is_named():
+    with pytest.raises(ConfigError, match=r"config.name: required key is missing"):
+        from_dict(Outer, {})
+
+
+@pytest.mark.parametrize("data, where", [
+    ({"name": "x", "inner": {"rank": "8"}}, "config.inner.rank"),
+    ({"name": "x", "flag": "yes"}, "config.flag"),
+    ({"name": "x", "langs": "en"}, "config.langs"),
+    ({"name": "x", "inner": {"kind": "zipper"}}, "config.inner.kind"),
+])
+def test_wrong_type_is_named(data, where):
+    with pytest.raises(ConfigError, match=where.replace(".", r"\.")):
+        from_dict(Outer, data)
+
+
+def test_int_is_accepted_for_float_and_types_survive():
+    cfg = from_dict(Outer, {"name": "x", "inner": {"alpha": 64}, "langs": ["en", "fr"]})
+    assert cfg.inner.alpha == 64.0 and isinstance(cfg.inner.alpha, float)
+    assert cfg.langs == ["en", "fr"] and cfg.init_from is None
+
+
+def test_cli_overrides_win_over_yaml(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("name: a\ninner:\n  rank: 4\n")
+    cfg = load_config(Outer, ["--config", str(p), "--inner.rank", "32", "--flag=true",
+                              "--langs", "[en, ja]", "--local_rank", "0"])
+    assert (cfg.name, cfg.inner.rank, cfg.flag, cfg.langs) == ("a", 32, True, ["en", "ja"])
+
+
+def test_override_typo_fails_and_names_file(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("name: a\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml\.inner: unknown key"):
+        load_config(Outer, ["--config", str(p), "--inner.rnak", "3"])
+
+
+def test_roundtrip_and_bad_yaml(tmp_path):
+    cfg = from_dict(Outer, {"name": "a", "langs": ["en"]})
+    save_config(cfg, tmp_path / "out.yaml")
+    assert from_dict(Outer, read_yaml(tmp_path / "out.yaml")) == cfg
+    (tmp_path / "bad.yaml").write_text("a: [1,\n")
+    with pytest.raises(ConfigError, match="bad.yaml: invalid YAML"):
+        read_yaml(tmp_path / "bad.yaml")
+    with pytest.raises(ConfigError, match="does not exist"):
+        read_yaml(tmp_path / "nope.yaml")
+
+
+def test_parse_overrides_rejects_positional_and_dangling():
+    with pytest.raises(ConfigError, match="unexpected argument"):
+        parse_overrides(["foo"])
+    with pytest.raises(ConfigError, match="needs a value"):
+        parse_overrides(["--a.b"])

@@ -1,0 +1,155 @@
+"""Decode a Kaldi data dir with a trained Speech-LLM, in known-language mode (paper §V-B).
+
+    python -m zlora.bin.decode --exp EXP --data data/test --feats dump/test/feats.scp \
+        --out EXP/decode_test [--nj 2] [--batch_size 16] [--beam_size 1]
+
+The prompt comes from each row's language in ``utt2lang``. Work is split over ``nj`` processes
+(one GPU each when GPUs exist); finished parts are not redone on a rerun. Writes ``OUT/text``
+(Kaldi format) and ``OUT/rtf.json``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing as mp
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from zlora.config import load_config, save_config
+from zlora.decode.jobs import Part, merge_parts, part_device, split_utts, threads_per_job, write_part
+from zlora.utils.cli import UserError, run_main
+from zlora.utils.log import get_logger, setup_logging
+
+log = get_logger("decode")
+
+
+@dataclass
+class DecodeConfig:
+    exp: str                      # training exp dir (uses EXP/final)
+    data: str                     # Kaldi data dir (utt2lang is read for the prompts)
+    feats: str                    # feats.scp matching what the model was trained on
+    out: str                      # output dir
+    nj: int = 1
+    batch_size: int = 16
+    beam_size: int = 1
+    max_new_tokens: int = 200
+    repetition_ngram: int = 4     # stop a hypothesis that repeats an n-gram ...
+    repetition_max: int = 3       # ... more than this many times
+    chunked: bool | None = None   # None: as trained (decode_chunk_seconds when chunked)
+
+
+def main(argv: list[str]) -> int:
+    cfg = load_config(DecodeConfig, argv)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    setup_logging(out / "decode.log")
+    save_config(cfg, out / "decode.yaml")
+    utts = read_inputs(cfg)
+    parts = split_utts(utts, cfg.nj, out)
+    todo = [p for p in parts if not p.done]
+    log.info("%d utts in %d parts; %d to decode", len(utts), len(parts), len(todo))
+    run_parts(cfg, todo)
+    summary = merge_parts(parts, out)
+    log.info("wrote %s (%d utts, RTF %s)", out / "text", summary["utts"], summary["rtf"])
+    return 0
+
+
+def read_inputs(cfg: DecodeConfig) -> list[tuple[str, int]]:
+    """Check the data dir against the feats and return (utt, n_frames) for every utterance."""
+    import kaldiio
+
+    from zlora.data.kaldi import DataDir
+
+    dd = DataDir(cfg.data)
+    feats = kaldiio.load_scp(cfg.feats)
+    missing = [u for u in dd.utts if u not in feats]
+    if missing:
+        raise UserError(f"{cfg.feats}: no features for {len(missing)} utterances of {cfg.data}, "
+                        f"e.g. {missing[0]}")
+    return [(u, feats[u].shape[0]) for u in dd.utts]
+
+
+def run_parts(cfg: DecodeConfig, parts: list[Part]) -> None:
+    if not parts:
+        return
+    if len(parts) == 1 or cfg.nj == 1:
+        for p in parts:
+            decode_part(cfg, p)
+        return
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=decode_part, args=(cfg, p)) for p in parts]
+    for pr in procs:
+        pr.start()
+    failed = []
+    for p, pr in zip(parts, procs):
+        pr.join()
+        if pr.exitcode != 0:
+            failed.append(p.index)
+    if failed:
+        raise UserError(f"decoding parts {failed} failed; see {cfg.out}/split{cfg.nj}/*/ and rerun "
+                        "to redo only the unfinished parts")
+
+
+def decode_part(cfg: DecodeConfig, part: Part) -> None:
+    """Decode one part in this process and write it (text, stats, .done)."""
+    import kaldiio
+    import torch
+
+    from zlora.data.kaldi import DataDir
+    from zlora.models import DecodingOptions
+    from zlora.train.checkpoint import load_model_for_inference
+
+    torch.set_num_threads(threads_per_job(cfg.nj))
+    device = part_device(part.index)
+    model, _ = load_model_for_inference(cfg.exp)
+    model.to(device).eval()
+    if cfg.chunked is not None:
+        model.encoder.cfg = dataclasses.replace(model.encoder.cfg, chunked=cfg.chunked)
+    options = DecodingOptions(beam_size=cfg.beam_size, max_new_tokens=cfg.max_new_tokens,
+                              repetition_ngram=cfg.repetition_ngram, repetition_max=cfg.repetition_max)
+    dd = DataDir(cfg.data)
+    feats = kaldiio.load_scp(cfg.feats)
+    lang_index = {l: i for i, l in enumerate(model.languages)}
+    hyps, audio_s, t0 = {}, 0.0, time.perf_counter()
+    for batch in batches(part.utts, cfg.batch_size):
+        mats = [torch.from_numpy(feats[u]).float() for u in batch]
+        langs = [lang_of(dd, u, lang_index, cfg.data) for u in batch]
+        x, lens = pad(mats)
+        with torch.inference_mode():
+            ids = model.generate(x.to(device), lens.to(device),
+                                 torch.tensor(langs, device=device), options)
+        for u, seq in zip(batch, ids):
+            hyps[u] = model.tokenizer.decode(seq).replace("\n", " ").strip()
+        audio_s += sum(m.shape[0] for m in mats) * model.seconds_per_frame
+    write_part(part, hyps, {"utts": len(hyps), "audio_seconds": audio_s,
+                            "decode_seconds": time.perf_counter() - t0, "device": device})
+
+
+def lang_of(dd, utt: str, lang_index: dict[str, int], data: str) -> int:
+    lang = dd.utt2lang.get(utt)
+    if lang is None:
+        raise UserError(f"{data}/utt2lang: no language for utterance {utt}")
+    if lang not in lang_index:
+        raise UserError(f"{data}/utt2lang: utterance {utt} has language '{lang}', which the model "
+                        f"was not trained for (model languages: {', '.join(lang_index)})")
+    return lang_index[lang]
+
+
+def batches(utts: tuple[str, ...], size: int):
+    for i in range(0, len(utts), size):
+        yield utts[i:i + size]
+
+
+def pad(mats):
+    """list of (T_i, D) -> ((B, T_max, D) zero-padded, (B,) lengths)."""
+    import torch
+
+    lens = torch.tensor([m.shape[0] for m in mats])
+    x = torch.zeros(len(mats), int(lens.max()), mats[0].shape[1])
+    for i, m in enumerate(mats):
+        x[i, : m.shape[0]] = m
+    return x, lens
+
+
+if __name__ == "__main__":
+    run_main(main)

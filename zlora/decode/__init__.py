@@ -1,0 +1,1 @@
+"""Batched, resumable, multi-job decoding of Kaldi data dirs (known-language mode)."""

@@ -1,0 +1,94 @@
+"""Split a data dir's utterances into ``nj`` parts, decode each part once, merge atomically.
+
+Resume semantics (ESPnet ``decode.sh``-style): every part writes ``OUT/split<nj>/<j>/text`` through
+a temporary file and then a ``.done`` marker. A rerun skips parts that are done, so a killed job
+only redoes its own part, and the merged ``OUT/text`` is written only when every part is complete
+(no partial file that looks complete, no duplicates).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from zlora.utils.io import atomic_write_text
+
+
+@dataclass(frozen=True)
+class Part:
+    index: int          # 1-based, as in Kaldi's split dirs
+    utts: tuple[str, ...]
+    dir: Path
+
+    @property
+    def done(self) -> bool:
+        return (self.dir / ".done").is_file() and (self.dir / "text").is_file()
+
+
+def split_utts(utts_with_len: list[tuple[str, int]], nj: int, out: Path) -> list[Part]:
+    """Deal utterances round-robin after sorting by length, so parts get equal work.
+
+    The split is a pure function of the utterance list and ``nj``, so a rerun sees the same parts.
+    Utterances inside a part stay sorted by length (descending) for efficient batching.
+    """
+    if nj < 1:
+        raise ValueError(f"nj must be >= 1, got {nj}")
+    order = sorted(utts_with_len, key=lambda x: (-x[1], x[0]))
+    buckets: list[list[str]] = [[] for _ in range(nj)]
+    for i, (utt, _) in enumerate(order):
+        buckets[i % nj].append(utt)
+    split_dir = out / f"split{nj}"
+    return [Part(j + 1, tuple(b), split_dir / str(j + 1)) for j, b in enumerate(buckets)]
+
+
+def write_part(part: Part, hyps: dict[str, str], stats: dict) -> None:
+    """Write a finished part: text (atomic), stats.json, then the .done marker last."""
+    part.dir.mkdir(parents=True, exist_ok=True)
+    missing = [u for u in part.utts if u not in hyps]
+    if missing:
+        raise RuntimeError(f"part {part.index}: no hypothesis for {len(missing)} utts, e.g. {missing[0]}")
+    lines = "".join(f"{u} {hyps[u]}".rstrip() + "\n" for u in sorted(part.utts))
+    atomic_write_text(part.dir / "text", lines)
+    atomic_write_text(part.dir / "stats.json", json.dumps(stats))
+    atomic_write_text(part.dir / ".done", "")
+
+
+def merge_parts(parts: list[Part], out: Path) -> dict:
+    """Concatenate finished parts into ``out/text`` (sorted) and ``out/rtf.json``; returns the RTF summary."""
+    not_done = [p.index for p in parts if not p.done]
+    if not_done:
+        raise RuntimeError(f"cannot merge: parts {not_done} are not finished")
+    lines: dict[str, str] = {}
+    decode_s = audio_s = 0.0
+    n_utts = 0
+    for p in parts:
+        for line in (p.dir / "text").read_text(encoding="utf-8").splitlines():
+            utt = line.split(maxsplit=1)[0]
+            if utt in lines:
+                raise RuntimeError(f"duplicate hypothesis for {utt} in part {p.index}")
+            lines[utt] = line
+        st = json.loads((p.dir / "stats.json").read_text())
+        decode_s += st["decode_seconds"]
+        audio_s += st["audio_seconds"]
+        n_utts += st["utts"]
+    atomic_write_text(out / "text", "".join(lines[u] + "\n" for u in sorted(lines)))
+    summary = {
+        "utts": n_utts, "audio_seconds": round(audio_s, 3), "decode_seconds": round(decode_s, 3),
+        "rtf": round(decode_s / audio_s, 5) if audio_s > 0 else None, "parts": len(parts),
+    }
+    atomic_write_text(out / "rtf.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def part_device(index: int) -> str:
+    """Job j uses GPU (j-1) mod n_gpu when GPUs exist (multi-GPU decoding), else the CPU."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.device_count() > 0:
+        return f"cuda:{(index - 1) % torch.cuda.device_count()}"
+    return "cpu"
+
+
+def threads_per_job(nj: int) -> int:
+    return max(1, (os.cpu_count() or 1) // max(1, nj))
