@@ -1,0 +1,122 @@
+"""RESULTS.md: rows per method, mean ± std over seeds, groups, regimes, relative change, provenance."""
+import json
+
+import pytest
+
+from zlora.bin import report as report_cli
+from zlora.scoring.report import (ReportOptions, group_runs, load_run, mean_std, read_meta,
+                                  relative_change, write_results_md)
+from zlora.utils.cli import UserError
+
+
+def _result(rates):
+    out = {}
+    for lang, rate in rates.items():
+        metric = "cer" if lang in ("zh", "ja", "ko", "th") else "wer"
+        errors = int(round(rate))   # 100 reference units -> rate == errors
+        out[lang] = {"metric": metric, "errors": errors, "ref_units": 100, "rate": float(errors),
+                     "sub": errors, "del": 0, "ins": 0, "utts": 10}
+    return out
+
+
+def make_run(root, name, method, regime, seed, rates, meta_name="meta.json"):
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "result.json").write_text(json.dumps(_result(rates)))
+    meta = {"method": method, "regime": regime, "seed": seed, "test_set": "test",
+            "exp": f"exp/{name}", "config": f"exp/{name}/config.yaml",
+            "commands": [f"python -m zlora.bin.train --config conf/{name}.yaml"], "git": "abc123"}
+    if meta_name == "meta.json":
+        (d / meta_name).write_text(json.dumps(meta))
+    else:
+        import yaml
+        (d / meta_name).write_text(yaml.safe_dump(meta))
+    return str(d)
+
+
+@pytest.fixture
+def runs(tmp_path):
+    dirs = [
+        make_run(tmp_path, "van_s0", "Vanilla-LoRA", "full", 0, {"en": 10, "fr": 20, "ja": 40}),
+        make_run(tmp_path, "van_s1", "Vanilla-LoRA", "full", 1, {"en": 12, "fr": 22, "ja": 44}),
+        make_run(tmp_path, "zip_s0", "Zipper-LoRA-Soft", "full", 0, {"en": 8, "fr": 18, "ja": 30}),
+        make_run(tmp_path, "zip_s1", "Zipper-LoRA-Soft", "full", 1, {"en": 9, "fr": 20, "ja": 34},
+                 meta_name="meta.yaml"),
+        make_run(tmp_path, "van_ch", "Vanilla-LoRA", "chunked", 0, {"en": 11, "fr": 21, "ja": 41}),
+    ]
+    return tmp_path, dirs
+
+
+def test_mean_std_is_sample_std():
+    assert mean_std([10.0, 12.0]) == (11.0, pytest.approx(2 ** 0.5))
+    assert mean_std([5.0]) == (5.0, None)
+
+
+def test_table_rows_groups_seeds_and_regimes(runs):
+    tmp, dirs = runs
+    out = tmp / "RESULTS.md"
+    assert report_cli.main(["--out", str(out), "--high", "en,fr", "--low", "ja", *dirs]) == 0
+    text = out.read_text()
+    full = text.split("## test: non-chunked")[1].split("## How each row")[0]
+    chunked = text.split("## test: chunked encoder")[1].split("## test: non-chunked")[0]
+    assert "### High-resource languages" in full and "### Low-resource languages" in full
+    assert "| Method | en (WER) | fr (WER) | Avg | seeds |" in full
+    # Vanilla en: 10, 12 -> 11.00 ± 1.41; per-seed high averages 15, 17 -> 16.00 ± 1.41
+    assert "| Vanilla-LoRA | 11.00 ± 1.41 | 21.00 ± 1.41 | 16.00 ± 1.41 | 2 |" in full
+    assert "| Zipper-LoRA-Soft | 8.50 ± 0.71 | 19.00 ± 1.41 | 13.75 ± 1.06 | 2 |" in full
+    assert "| Method | ja (CER) | Avg | seeds |" in full
+    assert "| Zipper-LoRA-Soft | 32.00 ± 2.83 | 32.00 ± 2.83 | 2 |" in full
+    # the chunked section has only its own run, single seed: no ± and no relative change
+    assert "| Vanilla-LoRA | 11.00 | 21.00 | 16.00 | 1 |" in chunked
+    assert "Zipper" not in chunked and "Relative change vs" not in chunked
+    # relative change, Fig. 6 style: ja 32 vs 42 -> -23.8 %
+    assert "| Zipper-LoRA-Soft | -23.8% | -23.8% |" in full
+    # provenance of every row
+    assert text.count("git revision: `abc123`") == 5
+    assert "python -m zlora.bin.train --config conf/zip_s1.yaml" in text
+
+
+def test_relative_change_values(runs):
+    _, dirs = runs
+    rows = group_runs([load_run(d) for d in dirs])[("test", "full")]
+    ch = relative_change(rows, "Vanilla-LoRA", ["en", "fr"])["Zipper-LoRA-Soft"]
+    assert ch["en"] == pytest.approx(100 * (8.5 - 11) / 11)
+    assert ch["Avg"] == pytest.approx(100 * (13.75 - 16) / 16)
+
+
+def test_missing_language_gives_dash_and_no_average(tmp_path):
+    dirs = [make_run(tmp_path, "a", "A", "full", 0, {"en": 10, "fr": 20}),
+            make_run(tmp_path, "b", "B", "full", 0, {"en": 10})]
+    out = tmp_path / "R.md"
+    write_results_md([load_run(d) for d in dirs], ReportOptions(baseline=None), out)
+    assert "| B | 10.00 | – | – | 1 |" in out.read_text()
+
+
+def test_duplicate_seed_and_missing_meta_are_errors(tmp_path):
+    a = make_run(tmp_path, "a", "A", "full", 0, {"en": 10})
+    b = make_run(tmp_path, "b", "A", "full", 0, {"en": 11})
+    with pytest.raises(UserError, match="both method 'A'"):
+        group_runs([load_run(a), load_run(b)])
+    (tmp_path / "a" / "meta.json").unlink()
+    with pytest.raises(UserError, match="no meta.json"):
+        load_run(a)
+    assert load_run(f"Named={a}").meta.method == "Named"
+
+
+def test_meta_unknown_key_and_single_command(tmp_path):
+    d = tmp_path / "m"
+    d.mkdir()
+    (d / "meta.json").write_text(json.dumps({"method": "A", "regime": "full", "command": "run it"}))
+    assert read_meta(d).commands == ["run it"]
+    (d / "meta.json").write_text(json.dumps({"method": "A", "regime": "full", "sed": 1}))
+    with pytest.raises(UserError, match="unknown key.*'sed'"):
+        read_meta(d)
+
+
+def test_report_with_figures(runs):
+    tmp, dirs = runs
+    out = tmp / "res" / "RESULTS.md"
+    report_cli.main(["--out", str(out), "--figures", str(tmp / "res" / "figs"), *dirs])
+    text = out.read_text()
+    assert "](figs/radar-test-full.png)" in text and "](figs/relchange-test-full.png)" in text
+    assert (tmp / "res" / "figs" / "radar-test-chunked.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,53 @@
+"""Gather scored runs into a recipe RESULTS.md in the paper's table layout (§VI).
+
+    python -m zlora.bin.report --out egs/mini12/asr1/RESULTS.md \
+        --high de,es,fr,ru,vi,it,en,th --low ar,ja,ko,pt --baseline Vanilla-LoRA \
+        [--figures egs/mini12/asr1/figures] exp/*/decode_test/score
+
+Each argument is a score dir with result.json and meta.json (see zlora/scoring/report.py), or
+NAME=DIR to label a dir without meta.json. Rows: one per method (seeds: mean ± std); columns:
+languages of each group + Avg; chunked and non-chunked runs in separate sections; relative
+change against --baseline; the commands, config and git revision of every row.
+"""
+from __future__ import annotations
+
+import argparse
+
+from zlora.scoring.report import ReportOptions, load_run, write_results_md
+from zlora.utils.cli import UserError, run_main
+from zlora.utils.log import get_logger, setup_logging
+
+log = get_logger("report")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m zlora.bin.report", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, help="RESULTS.md to write")
+    p.add_argument("--high", default="", help="comma-separated high-resource languages (table order)")
+    p.add_argument("--low", default="", help="comma-separated low-resource languages (table order)")
+    p.add_argument("--baseline", default="Vanilla-LoRA", help="method for the relative change ('' for none)")
+    p.add_argument("--title", default="Results")
+    p.add_argument("--figures", help="also write Fig. 5/6 PNGs into this dir and link them")
+    p.add_argument("runs", nargs="+", help="score dirs (or NAME=DIR)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    setup_logging()
+    groups = {title: [x for x in langs.split(",") if x]
+              for title, langs in (("High-resource languages", args.high), ("Low-resource languages", args.low))}
+    groups = {k: v for k, v in groups.items() if v}
+    overlap = set(groups.get("High-resource languages", [])) & set(groups.get("Low-resource languages", []))
+    if overlap:
+        raise UserError(f"--high and --low share {sorted(overlap)}")
+    runs = [load_run(arg) for arg in args.runs]
+    opts = ReportOptions(groups=groups, baseline=args.baseline or None, title=args.title,
+                         figures_dir=args.figures)
+    write_results_md(runs, opts, args.out)
+    log.info("wrote %s from %d runs", args.out, len(runs))
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
