@@ -29,3 +29,12 @@ def test_disk_full_keeps_previous(tmp_path):
         atomic_save_file(failing_save, p)
     assert p.read_text() == "v1"
     assert sorted(os.listdir(tmp_path)) == ["w.bin"]
+
+
+def test_atomic_files_respect_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+        assert (os.stat(tmp_path / "a.txt").st_mode & 0o777) == 0o644
+    finally:
+        os.umask(old)

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Usage: utils/get_utt2dur.sh [--force] <data-dir>   (writes <data-dir>/utt2dur)
+# Thin wrapper: all logic lives in zlora/bin/get_utt2dur.py (run with --help for the options).
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# The repo's python: $ZLORA_PYTHON, else the .venv next to the repo, else python3 on PATH.
+py=${ZLORA_PYTHON:-}
+if [ -z "$py" ]; then
+  if [ -x "$repo/.venv/bin/python" ]; then py=$repo/.venv/bin/python; else py=python3; fi
+fi
+export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
+exec "$py" -m zlora.bin.get_utt2dur "$@"

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Kaldi-style option parsing; source it after defining the defaults:
+#
+#   stage=0          # every variable defined before sourcing is an option
+#   use_gpu=false    # a variable whose value is true/false only accepts true or false
+#   . utils/parse_options.sh   # "$@" then holds the positional arguments
+#
+# Semantics (Kaldi's utils/parse_options.sh):
+#   --var-name value   sets var_name (dashes become underscores); the variable must already exist,
+#                      else "invalid option" and exit 1. "--name=value" is rejected, as in Kaldi.
+#   --config FILE      sources FILE (bash assignments) before any other option, wherever it appears;
+#                      the options on the command line then override it.
+#   --help | -h        prints $help_message (if set) and exits 0.
+#   The first argument that does not start with "--" (or a lone "--") ends the options.
+# Unlike Kaldi's version, values are assigned with printf -v, never with eval: a value such as
+# '$(rm -rf x)' or a path with spaces is stored verbatim and never executed or word-split.
+
+__po_die() { echo "$0: $*" >&2; exit 1; }
+
+# --config first (Kaldi does this too, so options given later always win over the file).
+__po_args=("$@")
+for ((__po_i = 0; __po_i < ${#__po_args[@]}; __po_i++)); do
+  [ "${__po_args[__po_i]}" = "--" ] && break
+  if [ "${__po_args[__po_i]}" = "--config" ]; then
+    [ $((__po_i + 1)) -lt ${#__po_args[@]} ] || __po_die "option --config needs a value"
+    __po_cfg=${__po_args[__po_i + 1]}
+    [ -r "$__po_cfg" ] || __po_die "cannot read config file '$__po_cfg'"
+    # shellcheck disable=SC1090
+    . "$__po_cfg"
+  fi
+done
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --help|-h)
+      if [ -n "${help_message:-}" ]; then printf '%s\n' "$help_message" >&2; else echo "No help found." >&2; fi
+      exit 0 ;;
+    --) shift; break ;;
+    --*=*) __po_die "options must be of the form --name value, got '$1'" ;;
+    --config) shift 2 ;;  # already sourced above
+    --*)
+      __po_name=${1#--}
+      __po_name=${__po_name//-/_}
+      [[ "$__po_name" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || __po_die "invalid option $1"
+      [ -n "${!__po_name+set}" ] || __po_die "invalid option $1"
+      [ $# -ge 2 ] || __po_die "option $1 needs a value"
+      __po_old=${!__po_name}
+      if [ "$__po_old" = true ] || [ "$__po_old" = false ]; then
+        [ "$2" = true ] || [ "$2" = false ] || __po_die "expected \"true\" or \"false\": $1 $2"
+      fi
+      printf -v "$__po_name" '%s' "$2"
+      shift 2 ;;
+    *) break ;;
+  esac
+done
+
+unset __po_args __po_i __po_cfg __po_name __po_old
+unset -f __po_die
+true  # a sourced script's status is its last command's
