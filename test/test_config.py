@@ -80,3 +80,15 @@ def test_parse_overrides_rejects_positional_and_dangling():
         parse_overrides(["foo"])
     with pytest.raises(ConfigError, match="needs a value"):
         parse_overrides(["--a.b"])
+
+
+def test_base_include_merges_and_detects_cycles(tmp_path):
+    (tmp_path / "base.yaml").write_text("name: base\ninner:\n  rank: 4\n  alpha: 8\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "x.yaml").write_text("_base_: ../base.yaml\ninner:\n  rank: 16\n")
+    cfg = load_config(Outer, ["--config", str(tmp_path / "sub" / "x.yaml")])
+    assert (cfg.name, cfg.inner.rank, cfg.inner.alpha) == ("base", 16, 8.0)
+    (tmp_path / "a.yaml").write_text("_base_: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("_base_: a.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        read_yaml(tmp_path / "a.yaml")

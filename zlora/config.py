@@ -136,9 +136,35 @@ def to_dict(cfg: Any) -> Any:
     return cfg
 
 
-def read_yaml(path: str | os.PathLike) -> dict:
-    """``yaml.safe_load`` a file into a dict; errors name the file."""
+BASE_KEY = "_base_"
+
+
+def read_yaml(path: str | os.PathLike, _seen: tuple = ()) -> dict:
+    """``yaml.safe_load`` a file into a dict; errors name the file.
+
+    A top-level ``_base_: other.yaml`` (or a list of files), relative to this file, is loaded first
+    and this file's keys are deep-merged over it. Per-experiment configs then state only what
+    differs from a shared base, instead of copies that drift apart.
+    """
     path = Path(path)
+    data = _read_one_yaml(path)
+    bases = data.pop(BASE_KEY, None)
+    if bases is None:
+        return data
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"{path}: {BASE_KEY} must be a file name or a list of file names")
+    merged: dict = {}
+    for base in bases:
+        base_path = (path.parent / base).resolve()
+        if base_path in _seen:
+            raise ConfigError(f"{path}: {BASE_KEY} cycle through {base_path}")
+        merged = deep_merge(merged, read_yaml(base_path, _seen + (path.resolve(),)))
+    return deep_merge(merged, data)
+
+
+def _read_one_yaml(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"{path}: config file does not exist")
     try:
