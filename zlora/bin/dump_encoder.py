@@ -1,0 +1,194 @@
+"""Cache the output of a frozen Whisper encoder's bottom layers (input of ``cached_layers: N``).
+
+    python -m zlora.bin.dump_encoder --whisper DIR --feats dump/train/feats.scp --layers N [M ...] \
+        --out dump/train/enc_N [dump/train/enc_M ...] [--encoder_state EXP/final/model.safetensors]
+
+Several ``--layers`` (with one ``--out`` each) are written in ONE pass over the encoder: the
+states after N layers are carried on to M layers, so a demo that needs both a stage-1 cache (all
+layers) and a stage-2 cache (bottom layers) pays for the encoder once.
+
+Writes OUT/feats.scp + OUT/feats.ark (kaldiio, one float32 (T_enc, d) matrix per utterance:
+hidden states after N layers, before the final LayerNorm, 50 frames per second),
+OUT/utt2num_frames, OUT/meta.yaml and, last, OUT/.done. A finished OUT (same settings) is kept.
+--encoder_state overlays encoder weights from a stage-1 checkpoint (keys ``encoder.*``), so a
+cache can follow an encoder that stage 1 trained; meta.yaml records a fingerprint of the weights.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import yaml
+
+from zlora.utils.cli import UserError, run_main
+from zlora.utils.io import atomic_write_text
+from zlora.utils.log import get_logger, setup_logging
+
+log = get_logger("dump_encoder")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m zlora.bin.dump_encoder", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--whisper", required=True, help="local Hugging Face Whisper checkpoint dir")
+    p.add_argument("--feats", required=True, help="feats.scp of (T, n_mels) log-mel matrices")
+    p.add_argument("--layers", type=int, nargs="+", required=True,
+                   help="number(s) of bottom layers to cache")
+    p.add_argument("--out", nargs="+", required=True, help="output dir, one per --layers value")
+    p.add_argument("--encoder_state", default=None, help="safetensors with encoder.* weights")
+    p.add_argument("--batch_size", type=int, default=16)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    if len(args.layers) != len(args.out) or len(set(args.layers)) != len(args.layers):
+        raise UserError(f"--layers {args.layers} and --out {args.out}: give one output dir per "
+                        "distinct layer count")
+    setup_logging()
+    todo = {}
+    for n, out in sorted(zip(args.layers, map(Path, args.out))):
+        if is_done(out, expected_meta(args, n)):
+            log.info("%s is complete (.done, same settings); nothing to do", out)
+        else:
+            todo[n] = out
+    if not todo:
+        return 0
+    encoder = load_encoder(args, max(todo))
+    count = dump(encoder, args, todo)
+    for n, out in todo.items():
+        meta = expected_meta(args, n)
+        meta.update(fingerprint=fingerprint(encoder, n), d_model=encoder.d_model, utterances=count)
+        atomic_write_text(out / "meta.yaml", yaml.safe_dump(meta, sort_keys=False))
+        atomic_write_text(out / ".done", "")
+        log.info("wrote %d utterances to %s", count, out / "feats.scp")
+    return 0
+
+
+def expected_meta(args: argparse.Namespace, n_layers: int) -> dict:
+    return {"whisper": os.path.abspath(args.whisper), "feats": os.path.abspath(args.feats),
+            "layers": n_layers, "encoder_state": args.encoder_state and os.path.abspath(args.encoder_state),
+            "frames_per_second": 50, "dtype": "float32"}
+
+
+def is_done(out: Path, meta: dict) -> bool:
+    if not (out / ".done").is_file() or not (out / "meta.yaml").is_file():
+        return False
+    old = yaml.safe_load((out / "meta.yaml").read_text(encoding="utf-8")) or {}
+    return all(old.get(k) == v for k, v in meta.items())
+
+
+def load_encoder(args: argparse.Namespace, max_layers: int):
+    from zlora.config import from_dict
+    from zlora.models.config import EncoderConfig
+    from zlora.models.encoder import WhisperSpeechEncoder, require_local_dir
+
+    path = require_local_dir(args.whisper, "--whisper", "python -m zlora.bin.convert_whisper OUT_DIR")
+    if not (path / "config.json").is_file():
+        raise UserError(f"{path}: no config.json (not a Hugging Face Whisper checkpoint dir)")
+    n_mels = json.loads((path / "config.json").read_text())["num_mel_bins"]
+    enc = WhisperSpeechEncoder(from_dict(EncoderConfig, {"whisper_dir": str(path), "n_mels": n_mels}, "--whisper"))
+    if not all(0 < n <= enc.n_layers for n in args.layers):
+        raise UserError(f"--layers must be in 1..{enc.n_layers}, got {args.layers}")
+    if args.encoder_state:
+        overlay_encoder_state(enc, args.encoder_state)
+    return enc.eval()
+
+
+def overlay_encoder_state(enc, path: str) -> None:
+    from safetensors.torch import load_file
+
+    if not os.path.isfile(path):
+        raise UserError(f"--encoder_state {path}: file not found")
+    sd = {k[len("encoder."):]: v for k, v in load_file(path).items() if k.startswith("encoder.")}
+    if not sd:
+        raise UserError(f"--encoder_state {path}: no encoder.* tensors (was the encoder trained?)")
+    known = enc.state_dict()
+    unknown = sorted(set(sd) - set(known))
+    if unknown:
+        raise UserError(f"--encoder_state {path}: tensors not in a plain Whisper encoder, e.g. "
+                        f"{unknown[0]} (adapter weights cannot be cached)")
+    enc.load_state_dict(sd, strict=False)
+    log.info("overlaid %d encoder tensors from %s", len(sd), path)
+
+
+def fingerprint(encoder, n_layers: int) -> str:
+    from zlora.models.encoder import encoder_fingerprint
+
+    return encoder_fingerprint(encoder, n_layers)
+
+
+def dump(encoder, args: argparse.Namespace, todo: dict[int, Path]) -> int:
+    """Encode every utterance of --feats (batched by length) into each OUT of ``todo``
+    ({n_layers: out_dir}) in one pass; returns the utterance count."""
+    import contextlib
+
+    import kaldiio
+    import torch
+
+    from zlora.models.encoder import encode_bottom
+
+    if not os.path.isfile(args.feats):
+        raise UserError(f"--feats {args.feats}: file not found")
+    for out in todo.values():
+        out.mkdir(parents=True, exist_ok=True)
+        (out / ".done").unlink(missing_ok=True)
+    feats = kaldiio.load_scp(args.feats)
+    order = length_sorted(list(feats), Path(args.feats).parent / "utt2num_frames")
+    layers = sorted(todo)
+    n_frames: dict[str, int] = {}
+    with torch.inference_mode(), contextlib.ExitStack() as stack:
+        writers = {n: stack.enter_context(kaldiio.WriteHelper(
+            f"ark,scp:{todo[n] / 'feats.ark'},{todo[n] / '.feats.scp.tmp'}")) for n in layers}
+        for start in range(0, len(order), args.batch_size):
+            utts = order[start:start + args.batch_size]
+            mats = [read_matrix(feats, u, args.feats, encoder.conv1.in_channels) for u in utts]
+            lens = torch.tensor([m.shape[0] for m in mats])
+            x = torch.nn.utils.rnn.pad_sequence(mats, batch_first=True)
+            hidden, enc_lens = encode_bottom(encoder, x, lens, layers[0])
+            done_layers = layers[0]
+            for n in layers:
+                if n > done_layers:
+                    hidden, enc_lens = encoder.run_layers(hidden, enc_lens, done_layers, n, final_norm=False)
+                    done_layers = n
+                for u, h, k in zip(utts, hidden, enc_lens.tolist()):
+                    writers[n](u, h[:k].float().numpy())
+                    n_frames[u] = k
+            if (start // args.batch_size) % 50 == 0:
+                log.info("%d / %d utterances", start + len(utts), len(order))
+    for out in todo.values():
+        scp_tmp = out / ".feats.scp.tmp"
+        lines = sorted(scp_tmp.read_text(encoding="utf-8").splitlines())
+        atomic_write_text(out / "utt2num_frames", "".join(f"{u} {n_frames[u]}\n" for u in sorted(n_frames)))
+        atomic_write_text(out / "feats.scp", "\n".join(lines) + "\n")
+        scp_tmp.unlink()
+    return len(order)
+
+
+def length_sorted(utts: list[str], utt2num_frames: Path) -> list[str]:
+    """Utterances shortest first (less padding per batch) when dump_feats' utt2num_frames is
+    there; scp order otherwise."""
+    if not utt2num_frames.is_file():
+        return utts
+    lengths = {}
+    for line in utt2num_frames.read_text(encoding="utf-8").splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            lengths[parts[0]] = int(parts[1])
+    return sorted(utts, key=lambda u: lengths.get(u, 0))
+
+
+def read_matrix(feats, utt: str, scp: str, n_mels: int):
+    import torch
+
+    m = feats[utt]
+    if m.ndim != 2 or m.shape[1] != n_mels or m.shape[0] == 0:
+        raise UserError(f"{scp}: utterance {utt} has a matrix of shape {m.shape}; expected (T>0, {n_mels}) "
+                        "log-mel frames (time-major)")
+    return torch.tensor(m, dtype=torch.float32)
+
+
+if __name__ == "__main__":
+    run_main(main)

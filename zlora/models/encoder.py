@@ -1,0 +1,300 @@
+"""Whisper speech encoder over variable-length log-mel (paper Eq. 1, §IV-F chunked mode).
+
+transformers' ``WhisperEncoder.forward`` insists on 3000 mel frames (30 s); padding every utterance
+to 30 s costs ~17x on CPU. So this module takes the HF encoder's parts (conv1, conv2, positional
+table, layers, final LayerNorm) and runs them itself on unpadded batches with a key padding mask:
+
+    mel (B, T, n_mels) --conv1/GELU--> --conv2(stride 2)/GELU--> (B, ceil(T/2), d)
+        + embed_positions[:ceil(T/2)] --layers (key padding mask)--> layer_norm --> (B, T_enc, d)
+
+Padding never leaks into valid frames: the mel is zeroed beyond each length (what conv1's own zero
+padding sees when the utterance runs alone) and conv1's output is zeroed beyond the length before
+conv2, so a batched utterance equals the same utterance encoded alone.
+
+**Chunked mode (§IV-F).** Each utterance is split into fixed-duration chunks of ``chunk_frames``
+mel frames (the last one shorter), every chunk is encoded independently as its own sequence --
+its positional embeddings restart at 0, as for a separate utterance, which is what "encode each
+segment independently using the same encoder" means -- and the chunk outputs are concatenated in
+time order, without overlap. Chunk lengths are even, so a chunk of F frames yields exactly F/2
+encoder frames and the concatenation has ceil(T/2) frames, the same as full-context encoding.
+The chunks of a whole batch are gathered into one batch of chunks (no Python loop over rows).
+
+**Cached bottom layers.** With ``cached_layers = N > 0`` the input is the hidden state after the
+first N layers (written once by ``python -m zlora.bin.dump_encoder``, before the final LayerNorm);
+only layers N.. and the final LayerNorm run, and the bottom part stays frozen.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from zlora.config import ConfigError
+from zlora.models.config import EncoderConfig, chunk_frames
+from zlora.models.registry import ENCODERS
+from zlora.models.stages import adapter_language_context
+
+
+@ENCODERS.register("whisper")
+class WhisperSpeechEncoder(nn.Module):
+    """Whisper encoder over variable-length input; ``cfg`` is read at every forward."""
+
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        hf = load_whisper_encoder(cfg)
+        self.cfg = cfg
+        self.whisper_config = hf.config
+        # Registered directly (not under an `hf.` prefix) so adapter regexes read `layers.3.fc1`.
+        self.conv1, self.conv2 = hf.conv1, hf.conv2
+        self.embed_positions = hf.embed_positions
+        self.layers = hf.layers
+        self.layer_norm = hf.layer_norm
+        self.d_model = hf.config.d_model
+        self.dropout = hf.config.dropout
+        if cfg.cached_layers > len(self.layers):
+            raise ConfigError(f"model.encoder.cached_layers={cfg.cached_layers} exceeds the encoder's "
+                              f"{len(self.layers)} layers")
+        self._chunk_rng = torch.Generator().manual_seed(cfg.chunk_seed)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layers)
+
+    def bottom_modules(self) -> list[nn.Module]:
+        """Modules that never run when ``cached_layers > 0`` (their output is precomputed)."""
+        n = self.cfg.cached_layers
+        if n == 0:
+            return []
+        return [self.conv1, self.conv2, self.embed_positions, *self.layers[:n]]
+
+    def output_lengths(self, n_frames: torch.Tensor) -> torch.Tensor:
+        """Encoder frames for ``n_frames`` input frames: ceil(T/2) for mel (conv2 stride 2), chunked
+        or not; unchanged for cached hidden states."""
+        if self.cfg.cached_layers > 0:
+            return n_frames.clone()
+        return (n_frames + 1) // 2
+
+    def forward(self, feats: torch.Tensor, feat_lens: torch.Tensor,
+                lang_ids: torch.Tensor | None = None,
+                chunk_seconds: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """feats (B, T, D) mel (or cached states), feat_lens (B,), lang_ids (B,) for adapters,
+        chunk_seconds (B,) optional -> hidden (B, T_enc, d), enc_lens (B,)."""
+        _check_lengths(feats, feat_lens)
+        if self.cfg.cached_layers > 0:
+            if feats.shape[-1] != self.d_model:
+                raise ValueError(f"cached_layers={self.cfg.cached_layers}: expected cached encoder states "
+                                 f"of width {self.d_model}, got features of width {feats.shape[-1]}")
+            with adapter_language_context(self, lang_ids):
+                return self.run_layers(feats, feat_lens, self.cfg.cached_layers, None, final_norm=True)
+        if feats.shape[-1] != self.conv1.in_channels:
+            raise ValueError(f"expected {self.conv1.in_channels}-bin log-mel features, got {feats.shape[-1]}")
+        if not self.cfg.chunked:
+            with adapter_language_context(self, lang_ids):
+                return self.encode(feats, feat_lens)
+        frames = self.chunk_frames_for(feat_lens, chunk_seconds)
+        return self.encode_chunked(feats, feat_lens, frames, lang_ids)
+
+    def chunk_frames_for(self, feat_lens: torch.Tensor, chunk_seconds: torch.Tensor | None) -> torch.Tensor:
+        """(B,) chunk length in mel frames: the batch's ``chunk_seconds`` in training (sampled
+        from train_chunk_seconds if absent), ``decode_chunk_seconds`` in eval mode."""
+        b = feat_lens.shape[0]
+        if not self.training:
+            secs = torch.full((b,), float(self.cfg.decode_chunk_seconds), dtype=torch.float64)
+        elif chunk_seconds is not None:
+            secs = chunk_seconds.detach().double().cpu()
+        else:
+            choices = torch.tensor(self.cfg.train_chunk_seconds, dtype=torch.float64)
+            secs = choices[torch.randint(len(choices), (b,), generator=self._chunk_rng)]
+        frames = torch.tensor([chunk_frames(float(s), "chunk_seconds") for s in secs.tolist()],
+                              dtype=torch.long)
+        return frames.to(feat_lens.device)
+
+    def encode(self, mel: torch.Tensor, lens: torch.Tensor, n_layers: int | None = None,
+               final_norm: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Full-context encoding of mel (B, T, n_mels) -> (B, ceil(T/2), d), enc_lens."""
+        x, enc_lens = self.embed(mel, lens)
+        return self.run_layers(x, enc_lens, 0, n_layers, final_norm)
+
+    def embed(self, mel: torch.Tensor, lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Conv front end + positional embeddings: (B, T, n_mels) -> (B, ceil(T/2), d)."""
+        t = mel.shape[1]
+        mask = (torch.arange(t, device=mel.device)[None, :] < lens[:, None]).to(mel.dtype)
+        x = (mel * mask[..., None]).transpose(1, 2)
+        x = nn.functional.gelu(self.conv1(x)) * mask[:, None, :]
+        x = nn.functional.gelu(self.conv2(x)).transpose(1, 2)
+        enc_lens = (lens + 1) // 2
+        if x.shape[1] > self.embed_positions.num_embeddings:
+            raise ValueError(
+                f"input of {t} mel frames gives {x.shape[1]} encoder frames, more than Whisper's "
+                f"{self.embed_positions.num_embeddings} positions (30 s); use chunked encoding "
+                "(model.encoder.chunked: true) or shorter segments")
+        x = x + self.embed_positions.weight[: x.shape[1]]
+        return nn.functional.dropout(x, p=self.dropout, training=self.training), enc_lens
+
+    def run_layers(self, x: torch.Tensor, lens: torch.Tensor, start: int, stop: int | None,
+                   final_norm: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layers [start, stop) with a key padding mask, then optionally the final LayerNorm."""
+        mask = self._attention_mask(lens, x.shape[1], x.dtype)
+        for layer in self.layers[start:stop]:
+            x = layer(x, mask)
+        if final_norm:
+            x = self.layer_norm(x)
+        return x, lens
+
+    def _attention_mask(self, lens: torch.Tensor, t: int, dtype: torch.dtype) -> torch.Tensor | None:
+        """(B, 1, 1, T) key padding mask: boolean for sdpa, additive for eager; None if no padding."""
+        valid = torch.arange(t, device=lens.device)[None, :] < lens[:, None]
+        if bool(valid.all()):
+            return None
+        if self.whisper_config._attn_implementation == "sdpa":
+            return valid[:, None, None, :]
+        return torch.zeros(valid.shape, dtype=dtype, device=lens.device).masked_fill(
+            ~valid, torch.finfo(dtype).min)[:, None, None, :]
+
+    def encode_chunked(self, mel: torch.Tensor, lens: torch.Tensor, frames: torch.Tensor,
+                       lang_ids: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Chunked encoding (§IV-F); frames (B,) even chunk lengths -> (B, ceil(T/2), d), enc_lens."""
+        chunks, chunk_lens, utt, start = split_into_chunks(mel, lens, frames)
+        chunk_langs = None if lang_ids is None else lang_ids[utt]
+        with adapter_language_context(self, chunk_langs):
+            enc, enc_chunk_lens = self.encode(chunks, chunk_lens)
+        return merge_chunks(enc, enc_chunk_lens, utt, start // 2, lens.shape[0], (lens + 1) // 2)
+
+
+def split_into_chunks(x: torch.Tensor, lens: torch.Tensor, frames: torch.Tensor):
+    """Cut each row of x (B, T, D) into chunks of frames[b] frames (the last one shorter).
+
+    Returns chunks (N, F_max, D) zero-padded, chunk_lens (N,), utt (N,) the row of each chunk and
+    start (N,) its first frame, ordered by row then time.
+    """
+    n_chunks = (lens + frames - 1) // frames
+    utt = torch.repeat_interleave(torch.arange(len(lens), device=x.device), n_chunks)
+    first = torch.cumsum(n_chunks, 0) - n_chunks
+    k = torch.arange(len(utt), device=x.device) - first[utt]
+    start = k * frames[utt]
+    chunk_lens = torch.minimum(frames[utt], lens[utt] - start)
+    t = torch.arange(int(chunk_lens.max()), device=x.device)
+    valid = t[None, :] < chunk_lens[:, None]
+    idx = torch.where(valid, start[:, None] + t[None, :], torch.zeros_like(valid, dtype=torch.long))
+    chunks = x[utt[:, None], idx] * valid[..., None].to(x.dtype)
+    return chunks, chunk_lens, utt, start
+
+
+def merge_chunks(enc: torch.Tensor, enc_lens: torch.Tensor, utt: torch.Tensor, start: torch.Tensor,
+                 batch: int, out_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concatenate chunk outputs enc (N, F, d) back in time order: (batch, max(out_lens), d)."""
+    t = torch.arange(enc.shape[1], device=enc.device)
+    valid = t[None, :] < enc_lens[:, None]
+    rows = utt[:, None].expand_as(valid)[valid]
+    cols = (start[:, None] + t[None, :])[valid]
+    out = enc.new_zeros(batch, int(out_lens.max()), enc.shape[-1])
+    out = out.index_put((rows, cols), enc[valid])
+    return out, out_lens
+
+
+def encode_bottom(encoder: WhisperSpeechEncoder, mel: torch.Tensor, lens: torch.Tensor,
+                  n_layers: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hidden states after the first ``n_layers`` layers (no final LayerNorm), full context.
+
+    mel (B, T, n_mels), lens (B,) -> hidden (B, ceil(T/2), d), enc_lens (B,). This is what a model
+    with ``cached_layers = n_layers`` takes as input.
+    """
+    if not 0 < n_layers <= encoder.n_layers:
+        raise ValueError(f"n_layers must be in 1..{encoder.n_layers}, got {n_layers}")
+    _check_lengths(mel, lens)
+    return encoder.encode(mel, lens, n_layers=n_layers, final_norm=False)
+
+
+def _check_lengths(x: torch.Tensor, lens: torch.Tensor) -> None:
+    if x.dim() != 3 or lens.dim() != 1 or lens.shape[0] != x.shape[0]:
+        raise ValueError(f"expected feats (B, T, D) and feat_lens (B,), got {tuple(x.shape)} and "
+                         f"{tuple(lens.shape)}")
+    if bool((lens <= 0).any()) or int(lens.max()) > x.shape[1]:
+        raise ValueError(f"feat_lens must be in 1..{x.shape[1]}, got {lens.tolist()}")
+
+
+# ---- loading -----------------------------------------------------------------------------------
+
+def load_whisper_encoder(cfg: EncoderConfig):
+    """HF ``WhisperEncoder`` from a local checkpoint dir or from WhisperConfig kwargs."""
+    from transformers import WhisperConfig
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    if cfg.config is not None:
+        try:
+            wcfg = WhisperConfig(**cfg.config)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"model.encoder.config: invalid WhisperConfig: {e}") from e
+        wcfg._attn_implementation = cfg.attn_implementation
+        _check_mels(wcfg, cfg, "model.encoder.config")
+        return WhisperEncoder(wcfg)
+    path = require_local_dir(cfg.whisper_dir, "model.encoder.whisper_dir",
+                             "python -m zlora.bin.convert_whisper OUT_DIR")
+    wcfg = WhisperConfig.from_pretrained(str(path))
+    wcfg._attn_implementation = cfg.attn_implementation
+    _check_mels(wcfg, cfg, str(path))
+    enc = WhisperEncoder(wcfg)
+    enc.load_state_dict(read_encoder_weights(path), strict=True)
+    return enc
+
+
+def _check_mels(wcfg, cfg: EncoderConfig, where: str) -> None:
+    if wcfg.num_mel_bins != cfg.n_mels:
+        raise ConfigError(f"{where}: the Whisper encoder takes {wcfg.num_mel_bins} mel bins but "
+                          f"model.encoder.n_mels is {cfg.n_mels}")
+
+
+def require_local_dir(path: str | None, key: str, hint: str) -> Path:
+    """A model path must be an existing local directory: there is no hub access here."""
+    p = Path(path or "")
+    if not path or not p.is_dir():
+        raise ConfigError(
+            f"{key}: {path!r} is not a local directory. zlora loads models only from local "
+            f"Hugging Face directories (no model hub access); create one first, e.g. {hint}")
+    return p
+
+
+def read_encoder_weights(path: Path) -> dict[str, torch.Tensor]:
+    """Encoder tensors of a WhisperModel / WhisperForConditionalGeneration dir (safetensors only),
+    reading only the encoder's keys (the decoder is never loaded)."""
+    import json
+
+    from safetensors import safe_open
+
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    elif (path / "model.safetensors").is_file():
+        files = ["model.safetensors"]
+    else:
+        raise ConfigError(f"{path}: no model.safetensors (or index); zlora loads safetensors only, "
+                          "never pickled .bin weights")
+    out = {}
+    for name in files:
+        with safe_open(str(path / name), framework="pt") as f:
+            for key in f.keys():
+                for prefix in ("model.encoder.", "encoder."):
+                    if key.startswith(prefix):
+                        out[key[len(prefix):]] = f.get_tensor(key)
+    if not out:
+        raise ConfigError(f"{path}: no encoder weights (keys model.encoder.* or encoder.*) found")
+    return out
+
+
+def encoder_fingerprint(encoder: WhisperSpeechEncoder, n_layers: int) -> str:
+    """sha256 over the weights that produce the first ``n_layers`` outputs (for cache checks)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    mods = [encoder.conv1, encoder.conv2, encoder.embed_positions, *encoder.layers[:n_layers]]
+    for m in mods:
+        for name, t in sorted(m.state_dict().items()):
+            h.update(name.encode())
+            h.update(t.detach().float().contiguous().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def build_encoder(cfg: EncoderConfig) -> nn.Module:
+    return ENCODERS.get(cfg.kind)(cfg)
+
