@@ -92,3 +92,14 @@ def test_base_include_merges_and_detects_cycles(tmp_path):
     (tmp_path / "b.yaml").write_text("_base_: a.yaml\n")
     with pytest.raises(ConfigError, match="cycle"):
         read_yaml(tmp_path / "a.yaml")
+
+
+@dataclass
+class WithOptionalSection:
+    inner: Optional[Inner] = None
+
+
+def test_optional_section_errors_name_the_inner_key():
+    with pytest.raises(ConfigError, match=r"config\.inner: unknown key\(s\) 'rnak'"):
+        from_dict(WithOptionalSection, {"inner": {"rnak": 1}})
+    assert from_dict(WithOptionalSection, {"inner": None}).inner is None

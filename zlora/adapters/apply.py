@@ -1,0 +1,79 @@
+"""apply_adapters: wrap matching nn.Linear modules of any PyTorch model in place."""
+from __future__ import annotations
+
+import re
+from typing import Callable, Optional
+
+from torch import nn
+
+from zlora.adapters.base import AdapterLayer
+from zlora.adapters.config import ROUTED_KINDS, AdapterConfig
+from zlora.adapters.registry import ADAPTER_KINDS
+
+
+def named_adapter_layers(model: nn.Module) -> list[tuple[str, AdapterLayer]]:
+    """(qualified name relative to ``model``, layer) for every adapter layer, in module order."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, AdapterLayer)]
+
+
+def get_adapter_config(model: nn.Module) -> Optional[AdapterConfig]:
+    """The AdapterConfig the model's adapters were built from, or None without adapters."""
+    layers = named_adapter_layers(model)
+    return layers[0][1].cfg if layers else None
+
+
+def _find_targets(model: nn.Module, cfg: AdapterConfig) -> list[tuple[str, nn.Linear]]:
+    try:
+        pattern = re.compile(cfg.target_modules)
+    except re.error as e:
+        raise ValueError(f"adapter.target_modules {cfg.target_modules!r} is not a valid regex: {e}") from e
+    modules = dict(model.named_modules())
+    targets = []
+    for name, module in modules.items():
+        if not name or not isinstance(module, nn.Linear) or not pattern.fullmatch(name):
+            continue
+        parent = modules[name.rpartition(".")[0]]
+        if isinstance(parent, nn.MultiheadAttention):
+            # MHA reads out_proj.weight directly and never calls its forward: a wrapper would be
+            # silently bypassed.
+            raise ValueError(f"adapter.target_modules matches {name!r} inside nn.MultiheadAttention, "
+                             f"whose forward never calls it; exclude it from the regex")
+        targets.append((name, module))
+    if not targets:
+        linears = [n for n, m in modules.items() if isinstance(m, nn.Linear)]
+        raise ValueError(f"adapter.target_modules {cfg.target_modules!r} (re.fullmatch on qualified "
+                         f"names) matched no nn.Linear; the model has {len(linears)}, e.g. "
+                         f"{', '.join(linears[:5]) or 'none'}")
+    return targets
+
+
+def apply_adapters(model: nn.Module, cfg: AdapterConfig) -> list[str]:
+    """Wrap every nn.Linear whose qualified name fully matches ``cfg.target_modules``.
+
+    The wrapped base weights are frozen (nothing else is touched). Every kind starts out equal
+    to the base model, unless ``cfg.init_b_from`` warm-starts B (Sec. IV-F). Returns the wrapped
+    module names.
+    """
+    if named_adapter_layers(model):
+        raise ValueError("model already has adapters; apply_adapters once per model")
+    layer_cls = ADAPTER_KINDS.get(cfg.kind)
+    shared_router = None
+    names = []
+    for name, linear in _find_targets(model, cfg):
+        layer = layer_cls(linear, cfg, name, shared_router=shared_router)
+        if cfg.kind in ROUTED_KINDS and not cfg.router_per_layer and shared_router is None:
+            shared_router = layer.router      # owned (saved, counted) by the first layer only
+        model.set_submodule(name, layer)
+        names.append(name)
+    if cfg.init_b_from or cfg.init_router_from:
+        from zlora.adapters.initial_b import apply_initial_b
+
+        apply_initial_b(model, cfg)
+    return names
+
+
+def adapter_step_hooks(model: nn.Module) -> list[Callable[[], None]]:
+    """Per-optimizer-step hooks: ``on_optimizer_step`` of every module that defines one
+    (FlyLoRA's load-balancing bias). The training loop calls each after ``optimizer.step()``."""
+    return [m.on_optimizer_step for m in model.modules()
+            if callable(getattr(m, "on_optimizer_step", None))]

@@ -1,0 +1,119 @@
+"""Per-sample language routing without touching the wrapped model's forward signature.
+
+``language_context(model, langs)`` sets a :class:`LanguageBatch` on every adapter layer inside
+``model`` for the duration of a ``with`` block (nested blocks and exceptions restore the previous
+state). Wrapped layers read it in their forward; outside any context they raise, because a silent
+fallback to the base model is a known bug class (PEFT #2090).
+
+Wrapped layers expect the batch dimension first; an input whose first dimension does not match
+the context's rows is an error, so a reshaped batch (e.g. utterances split into chunks, B -> B*n)
+needs a nested context with one language per new row. Activation checkpointing that recomputes a
+wrapped layer during ``backward()`` must run that backward inside the same context (outside it the
+recomputation raises rather than silently using another batch's languages).
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Sequence, Union
+
+import torch
+from torch import nn
+
+Langs = Union[Sequence[str], torch.Tensor]
+
+
+class LanguageBatch:
+    """Validated language indices of one batch.
+
+    index: (B,) long, one language per batch row; B == 1 broadcasts to any batch size.
+    single: the language index when the batch is language-homogeneous (fast path), else None.
+    """
+
+    def __init__(self, index: torch.Tensor, n_languages: int):
+        self.index = index
+        self.size = int(index.numel())
+        cpu = index.detach().cpu()
+        first = int(cpu[0])
+        self.single = first if bool((cpu == first).all()) else None
+        self._present = cpu.unique().tolist()
+        self._cpu = cpu
+        self._n_languages = n_languages
+        self._cache: dict = {}
+
+    @property
+    def present(self) -> list[int]:
+        """Sorted language indices present in the batch."""
+        return self._present
+
+    def on(self, device: torch.device) -> torch.Tensor:
+        """(B,) index on ``device`` (cached, so a model's many layers copy it once)."""
+        key = ("index", device)
+        if key not in self._cache:
+            self._cache[key] = self.index.to(device)
+        return self._cache[key]
+
+    def rows_of(self, lang: int, device: torch.device) -> torch.Tensor:
+        """Batch rows of language ``lang`` as a (n_l,) long tensor on ``device`` (cached)."""
+        key = ("rows", lang, device)
+        if key not in self._cache:
+            self._cache[key] = (self._cpu == lang).nonzero().squeeze(1).to(device)
+        return self._cache[key]
+
+
+def to_language_batch(langs: Langs, languages: Sequence[str]) -> LanguageBatch:
+    """Codes or indices -> LanguageBatch; unknown codes / out-of-range indices raise ValueError."""
+    n = len(languages)
+    if isinstance(langs, torch.Tensor):
+        if langs.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+            raise ValueError(f"language indices must be an integer tensor, got {langs.dtype}")
+        index = langs.reshape(-1).long()
+        if index.numel() == 0:
+            raise ValueError("language_context got an empty batch of languages")
+        bad = index[(index < 0) | (index >= n)]
+        if bad.numel():
+            raise ValueError(f"language index {int(bad[0])} out of range for {n} languages "
+                             f"({', '.join(languages)})")
+        return LanguageBatch(index, n)
+    if isinstance(langs, str):
+        langs = [langs]
+    lookup = {code: i for i, code in enumerate(languages)}
+    unknown = sorted({c for c in langs if c not in lookup}, key=str)
+    if unknown:
+        raise ValueError(f"language code(s) {', '.join(map(repr, unknown))} not in the adapter's "
+                         f"languages ({', '.join(languages) or 'none'})")
+    if len(langs) == 0:
+        raise ValueError("language_context got an empty batch of languages")
+    return LanguageBatch(torch.tensor([lookup[c] for c in langs], dtype=torch.long), n)
+
+
+def _adapter_layers(model: nn.Module) -> list:
+    from zlora.adapters.base import AdapterLayer
+
+    return [m for m in model.modules() if isinstance(m, AdapterLayer)]
+
+
+@contextlib.contextmanager
+def language_context(model: nn.Module, langs: Langs) -> Iterator[None]:
+    """Route every adapter layer in ``model`` by ``langs`` (codes or a (B,) LongTensor of indices).
+
+    A model without adapter layers (e.g. stage 1, or a merged copy) accepts any context as a no-op,
+    so callers can always enter it.
+    """
+    layers = _adapter_layers(model)
+    if not layers:
+        yield
+        return
+    languages = layers[0].languages
+    for layer in layers[1:]:
+        if layer.languages != languages:
+            raise ValueError(f"adapter layers disagree on languages: {layer.adapter_name} has "
+                             f"{layer.languages}, {layers[0].adapter_name} has {languages}")
+    batch = to_language_batch(langs, languages)
+    previous = [layer._language_batch for layer in layers]
+    try:
+        for layer in layers:
+            layer._language_batch = batch
+        yield
+    finally:
+        for layer, prev in zip(layers, previous):
+            layer._language_batch = prev

@@ -1,0 +1,88 @@
+"""FlyLoRA (Eq. 9): frozen sparse random A, implicit top-k rank routing, load-balancing bias d.
+
+Follows the authors' code (gfyddha/FlyLoRA, see PEERS.md):
+- A (r, d_in) is a frozen buffer; each row has p random non-zeros drawn from N(0, 1/r^2),
+  p = rho * d_in with rho = k / r by default (``flylora_sparsity`` / ``flylora_nonzeros``).
+  It is stored dense: a dense (N, d_in) x (d_in, r) matmul is faster than a sparse one here.
+- Ranks are chosen by top-k of the *signed* score A x + d, and the output uses the unbiased
+  A x masked to those k ranks: dW x = (alpha / r) B (A x * mask).
+  The authors' two implementations disagree (|A x + d| vs A x + d). We rank by the signed score
+  because only then is the bias update monotone: raising d_i always raises rank i's chance to be
+  picked; with |.| raising d_i *lowers* it whenever A_i x < -d_i, so d += u sign(mean(c) - c)
+  could push an under-used rank further out.
+- d is a non-gradient buffer updated once per optimizer step (``on_optimizer_step``, called via
+  ``adapter_step_hooks``) from the per-rank selection counts c accumulated in *training* forward
+  passes since the last step: d += u * sign(mean(c) - c). Eval passes never move d (one of the
+  authors' versions updates d per forward call, at eval too). Under torch.distributed the counts
+  are summed over ranks first so d stays identical everywhere.
+- The update depends on the input, so a FlyLoRA layer cannot be merged into W0.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from zlora.adapters.base import AdapterLayer, layer_generator
+from zlora.adapters.config import AdapterConfig
+from zlora.adapters.registry import ADAPTER_KINDS
+
+
+def sparse_random_projection(rank: int, d_in: int, nonzeros: int, gen: torch.Generator) -> torch.Tensor:
+    """(rank, d_in) with ``nonzeros`` entries per row ~ N(0, 1/rank^2), the rest zero."""
+    cols = torch.rand(rank, d_in, generator=gen).argsort(dim=1)[:, :nonzeros]
+    values = torch.randn(rank, nonzeros, generator=gen) / rank
+    return torch.zeros(rank, d_in).scatter_(1, cols, values)
+
+
+@ADAPTER_KINDS.register("flylora")
+class FlyLoRALayer(AdapterLayer):
+    """lora_A: (r, d_in) frozen buffer; lora_B: (d_out, r) zeros; expert_bias d: (r,) float32."""
+
+    kind = "flylora"
+    mergeable = False
+
+    def __init__(self, base_layer: nn.Linear, cfg: AdapterConfig, name: str, **_: object):
+        super().__init__(base_layer, cfg, name)
+        self.top_k = cfg.flylora_k
+        self.bias_lr = cfg.flylora_bias_lr
+        self.nonzeros = cfg.flylora_nonzeros_for(self.in_features)
+        fac = self._factory()
+        if fac["device"].type == "meta":
+            a = torch.zeros(self.rank, self.in_features, **fac)
+        else:
+            a = sparse_random_projection(self.rank, self.in_features, self.nonzeros,
+                                         layer_generator(cfg, name)).to(**fac)
+        self.register_buffer("lora_A", a)
+        self.lora_B = self._new_param(self.out_features, self.rank)
+        self.register_buffer("expert_bias", torch.zeros(self.rank, device=fac["device"]))
+        self.register_buffer("selection_counts", torch.zeros(self.rank, dtype=torch.long,
+                                                             device=fac["device"]), persistent=False)
+
+    def down_weight(self, lang: Optional[int]) -> torch.Tensor:
+        return self.lora_A
+
+    def up_weight(self, lang: Optional[int]) -> torch.Tensor:
+        return self.lora_B.t() * self.scaling
+
+    def transform_hidden(self, h: torch.Tensor) -> torch.Tensor:
+        """h = A x: (..., r) -> A x masked to the top-k ranks of A x + d (Eq. 9)."""
+        score = h.detach().float() + self.expert_bias
+        top = torch.topk(score, self.top_k, dim=-1).indices
+        mask = torch.zeros_like(h).scatter_(-1, top, 1.0)
+        if self.training:
+            self.selection_counts += torch.bincount(top.reshape(-1), minlength=self.rank)
+        return h * mask
+
+    @torch.no_grad()
+    def on_optimizer_step(self) -> None:
+        """d += u * sign(mean(c) - c), then reset c (call after each optimizer.step())."""
+        counts = self.selection_counts
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(counts)
+        c = counts.float()
+        if c.sum() > 0:
+            self.expert_bias += self.bias_lr * torch.sign(c.mean() - c)
+        counts.zero_()

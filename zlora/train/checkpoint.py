@@ -1,0 +1,403 @@
+"""Checkpoints, the final model, and rebuilding a trained model for inference.
+
+Layout (contract, /tmp/zlora/contracts.md "Training")::
+
+    EXP/checkpoints/step-N/model.safetensors     trainable tensors (rank 0)
+                          optimizer.pt           DDP: AdamW state (rank 0)
+                          optimizer-rankR.pt     DeepSpeed ZeRO: each rank's partition
+                          rng-rankR.pt           torch / numpy / python (/ cuda) RNG of rank R
+                          trainer.pt             step, epoch, sampler and schedule state
+                          frozen.json            CRC32 of every frozen tensor (see below)
+                          meta.json              sidecar {step, epoch, loss, lr, ...}
+    EXP/checkpoints/latest                       text: the name of the newest complete step dir
+    EXP/final/{model.safetensors, adapter.safetensors (stage 2), config.yaml, frozen.json, meta.json}
+
+Atomicity: every file goes through zlora.utils.io (temp file, fsync, rename); a checkpoint is
+written into ``.step-N.partial`` and renamed to ``step-N`` only when every rank has written its
+files, then ``latest`` is replaced atomically. A kill or a full disk at any moment leaves
+``latest`` naming the previous complete checkpoint. Optimizer / RNG / trainer state are plain
+tensor containers loaded with ``torch.load(weights_only=True)``; weights are safetensors.
+
+Chaining: a stage-2 model is the stage-1 model (rebuilt from its config, its trainable tensors
+loaded from ``init_from``) with encoder adapters added. Frozen tensors are not saved; they come
+from the pretrained dirs or, for from-scratch parts, from the seeded build. ``frozen.json``
+records their CRC32s so a rebuild that would silently differ (another pretrained dir, another
+seed) is an error instead.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from zlora.config import ConfigError, from_dict, read_yaml, save_config
+from zlora.utils.cli import UserError
+from zlora.utils.io import _fsync_dir, atomic_save_file, atomic_write_text
+from zlora.utils.log import get_logger
+
+log = get_logger("train.checkpoint")
+
+CKPT_DIR = "checkpoints"
+LATEST = "latest"
+FINAL = "final"
+
+
+class CheckpointError(UserError):
+    """A checkpoint could not be written or read; the message names the file."""
+
+
+# ---- tensors on disk ----------------------------------------------------------------------------
+def _save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict | None = None) -> None:
+    from safetensors.torch import save_file
+
+    seen, out = set(), {}
+    for k, v in tensors.items():
+        v = v.detach().cpu()
+        ptr = v.untyped_storage().data_ptr() if v.numel() else None
+        if ptr in seen:     # safetensors refuses shared storage (e.g. tied weights)
+            v = v.clone()
+        seen.add(ptr)
+        out[k] = v.contiguous()
+    atomic_save_file(lambda tmp: save_file(out, tmp, metadata=metadata), path)
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    if not Path(path).is_file():
+        raise CheckpointError(f"{path}: weights file does not exist")
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises its own types for truncated / corrupt files
+        raise CheckpointError(f"{path}: not a readable safetensors file (truncated or corrupt?): {e}") from e
+
+
+def _save_state(obj: dict, path: Path) -> None:
+    atomic_save_file(lambda tmp: torch.save(obj, tmp), path)
+
+
+def load_state(path: Path) -> dict:
+    if not Path(path).is_file():
+        raise CheckpointError(f"{path}: checkpoint file does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{path}: cannot load (truncated or corrupt?): {e}") from e
+
+
+# ---- RNG ------------------------------------------------------------------------------------------
+def rng_state() -> dict:
+    """RNG states as tensors and ints only (``weights_only``-loadable)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, py_state, py_gauss = random.getstate()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "gauss": float(gauss)},
+             "python": {"version": version, "state": torch.tensor(py_state, dtype=torch.int64),
+                        "gauss": py_gauss}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(int(x) for x in p["state"].tolist()), p["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+# ---- frozen-weight fingerprint ------------------------------------------------------------------------
+def frozen_fingerprint(model: torch.nn.Module) -> dict[str, str]:
+    """{name: "dtype shape crc32"} of every frozen parameter and buffer not in the checkpoint."""
+    trainable = set(model.trainable_state_dict())
+    out = {}
+    for name, t in model.state_dict().items():
+        if name in trainable:
+            continue
+        flat = t.detach().cpu().contiguous().reshape(-1)
+        crc = zlib.crc32(flat.view(torch.uint8).numpy()) if flat.numel() else 0
+        out[name] = f"{str(t.dtype).replace('torch.', '')} {tuple(t.shape)} {crc:08x}"
+    return out
+
+
+def check_fingerprint(model: torch.nn.Module, path: Path) -> None:
+    """Frozen tensors recorded in ``path`` must be bit-identical in ``model``."""
+    if not path.is_file():
+        log.warning("%s missing: cannot verify the frozen weights", path)
+        return
+    recorded = json.loads(path.read_text(encoding="utf-8"))
+    current = frozen_fingerprint(model)
+    for name, value in recorded.items():
+        if name in current and current[name] != value:
+            raise CheckpointError(
+                f"{path}: frozen tensor {name} differs from the one this model was trained with "
+                f"({current[name]} vs {value}): a different pretrained dir, model config or seed?")
+
+
+# ---- checkpoints during training ----------------------------------------------------------------------
+@dataclass
+class CheckpointPayload:
+    """What one rank contributes to a checkpoint."""
+    step: int
+    weights: dict[str, torch.Tensor] | None      # rank 0 only
+    optimizer: dict | None                       # rank 0 (DDP) or every rank (ZeRO)
+    optimizer_per_rank: bool
+    trainer: dict | None                         # rank 0 only
+    meta: dict | None                            # rank 0 only
+    frozen: dict | None                          # rank 0 only
+
+
+def checkpoint_root(exp_dir: str | Path) -> Path:
+    return Path(exp_dir) / CKPT_DIR
+
+
+def write_rank_files(tmp: Path, rank: int, payload: CheckpointPayload) -> None:
+    """Files of one rank into the partial dir (weights first: the biggest, most likely to fail)."""
+    from zlora.train.debug import maybe_kill
+
+    if payload.weights is not None:
+        _save_tensors(payload.weights, tmp / "model.safetensors")
+        maybe_kill("checkpoint_write", payload.step)
+    if payload.optimizer is not None:
+        name = f"optimizer-rank{rank}.pt" if payload.optimizer_per_rank else "optimizer.pt"
+        _save_state(payload.optimizer, tmp / name)
+    _save_state(rng_state(), tmp / f"rng-rank{rank}.pt")
+    if payload.trainer is not None:
+        _save_state(payload.trainer, tmp / "trainer.pt")
+    if payload.frozen is not None:
+        atomic_write_text(tmp / "frozen.json", json.dumps(payload.frozen, indent=0, sort_keys=True))
+
+
+def save_checkpoint(exp_dir: str | Path, payload: CheckpointPayload, rank: int, device: torch.device,
+                    keep_last: int) -> Path:
+    """Collective: every rank calls it. Returns the checkpoint dir; raises CheckpointError on every
+    rank if any rank failed, leaving ``latest`` and the earlier checkpoints untouched.
+
+    Ranks write into one directory, so multi-node runs need an exp dir on a shared filesystem.
+    """
+    root = checkpoint_root(exp_dir)
+    final, tmp = root / f"step-{payload.step}", root / f".step-{payload.step}.partial"
+
+    def prepare():
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+
+    _collectively(prepare if rank == 0 else None, final, tmp, exp_dir, rank, device)
+    _collectively(lambda: write_rank_files(tmp, rank, payload), final, tmp, exp_dir, rank, device)
+    _collectively((lambda: _publish(tmp, final, payload.meta or {}, root, keep_last)) if rank == 0 else None,
+                  final, tmp, exp_dir, rank, device)
+    return final
+
+
+def _collectively(action, final: Path, tmp: Path, exp_dir, rank: int, device: torch.device) -> None:
+    """Run ``action`` (or nothing) on this rank; if it failed on any rank, fail on every rank
+    (a rank raising alone would leave its peers blocked in the next collective)."""
+    from zlora.train.distributed import any_rank
+
+    error = None
+    try:
+        if action is not None:
+            action()
+    except OSError as e:
+        error = e
+    if any_rank(error is not None, device):
+        if rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+        previous = read_latest(exp_dir)
+        raise CheckpointError(f"writing checkpoint {final} failed ({error or 'on another rank'}); "
+                              f"the previous checkpoint is intact: {previous or 'none'}")
+
+
+def _publish(tmp: Path, final: Path, meta: dict, root: Path, keep_last: int) -> None:
+    atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    _fsync_dir(tmp)
+    if final.exists():              # left by a run killed after this rename but before 'latest'
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync_dir(root)
+    atomic_write_text(root / LATEST, final.name + "\n")
+    prune_checkpoints(root, keep_last)
+
+
+def prune_checkpoints(root: Path, keep_last: int) -> None:
+    """Delete all but the newest ``keep_last`` complete checkpoints (never the one 'latest' names)."""
+    latest = (root / LATEST).read_text(encoding="utf-8").strip() if (root / LATEST).is_file() else None
+    steps = sorted((int(p.name[5:]), p) for p in root.glob("step-*") if p.name[5:].isdigit())
+    if keep_last > 0:
+        for _, path in steps[:-keep_last]:
+            if path.name != latest:
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def read_latest(exp_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint dir, or None when there is none."""
+    root = checkpoint_root(exp_dir)
+    pointer = root / LATEST
+    if not pointer.is_file():
+        return None
+    name = pointer.read_text(encoding="utf-8").strip()
+    path = root / name
+    if not name.startswith("step-") or not (path / "meta.json").is_file():
+        raise CheckpointError(f"{pointer} names {name!r}, which is not a complete checkpoint dir")
+    return path
+
+
+def read_meta(ckpt: Path) -> dict:
+    path = Path(ckpt) / "meta.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: cannot read the checkpoint sidecar: {e}") from e
+
+
+def remove_partials(exp_dir: str | Path) -> None:
+    for p in checkpoint_root(exp_dir).glob(".step-*.partial"):
+        log.warning("removing incomplete checkpoint %s (a save was interrupted)", p)
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def load_rank_states(ckpt: Path, rank: int, per_rank_optimizer: bool) -> dict:
+    """{optimizer, rng, trainer} for this rank from a checkpoint dir (weights_only loads)."""
+    opt_file = ckpt / (f"optimizer-rank{rank}.pt" if per_rank_optimizer else "optimizer.pt")
+    if per_rank_optimizer and not opt_file.is_file():
+        have = sorted(p.name for p in ckpt.glob("optimizer*.pt"))
+        raise CheckpointError(f"{opt_file} missing (the checkpoint has {have}): resume with the same "
+                              "engine and number of ranks it was written with")
+    return {"optimizer": load_state(opt_file), "trainer": load_state(ckpt / "trainer.pt"),
+            "rng": load_state(ckpt / f"rng-rank{rank}.pt")}
+
+
+# ---- the final model --------------------------------------------------------------------------------------
+def save_final(exp_dir: str | Path, model: torch.nn.Module, cfg, meta: dict, frozen: dict) -> Path:
+    """EXP/final/ written as a whole: into .final.partial, then renamed (rank 0 only)."""
+    exp_dir = Path(exp_dir)
+    final, tmp = exp_dir / FINAL, exp_dir / ".final.partial"
+    try:
+        return _write_final(exp_dir, final, tmp, model, cfg, meta, frozen)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(f"writing {final} failed ({e}); the checkpoints are intact: rerun with "
+                              "--resume true to write it again") from e
+
+
+def _write_final(exp_dir: Path, final: Path, tmp: Path, model, cfg, meta: dict, frozen: dict) -> Path:
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    _save_tensors(model.trainable_state_dict(), tmp / "model.safetensors", {"format": "zlora-trainable"})
+    if cfg.adapter is not None:
+        from zlora.adapters import save_adapter_file
+
+        save_adapter_file(model.encoder, tmp / "adapter.safetensors")
+    save_config(cfg, tmp / "config.yaml")
+    atomic_write_text(tmp / "frozen.json", json.dumps(frozen, indent=0, sort_keys=True))
+    atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    _fsync_dir(tmp)
+    old = exp_dir / ".final.old"
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    os.replace(tmp, final)
+    _fsync_dir(exp_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+# ---- building models (training and inference share this) -------------------------------------------------
+@dataclass
+class InitSource:
+    weights: Path        # stage-1 trainable tensors
+    config: Path         # stage-1 resolved config.yaml
+    frozen: Path         # stage-1 frozen.json
+
+
+def resolve_init_from(path: str | None) -> InitSource:
+    """``init_from``: a stage-1 exp dir (uses its final/) or a checkpoint dir (step-N)."""
+    if not path:
+        raise ConfigError("init_from: stage 2 needs the stage-1 exp dir")
+    p = Path(path)
+    if (p / FINAL / "model.safetensors").is_file():
+        d = p / FINAL
+        return InitSource(d / "model.safetensors", d / "config.yaml", d / "frozen.json")
+    if (p / "model.safetensors").is_file() and (p / "meta.json").is_file():
+        exp = p.parent.parent if p.parent.name == CKPT_DIR else p.parent
+        return InitSource(p / "model.safetensors", exp / "config.yaml", p / "frozen.json")
+    if not p.exists():
+        raise ConfigError(f"init_from: {path} does not exist (the stage-1 exp dir is needed for stage 2)")
+    raise ConfigError(f"init_from: {path} holds no stage-1 model: expected {p / FINAL / 'model.safetensors'} "
+                      "(did stage 1 finish?) or a checkpoint dir with model.safetensors and meta.json")
+
+
+def read_train_config(path: Path):
+    from zlora.train.config import TrainConfig
+
+    if not path.is_file():
+        raise ConfigError(f"{path}: config of the trained model does not exist")
+    return from_dict(TrainConfig, read_yaml(path), str(path))
+
+
+def build_model(cfg):
+    """SpeechLLM for ``cfg`` with its stage policy; stage 2 loads the stage-1 weights first.
+
+    The build is seeded with the seed of the run that first built the frozen weights (stage 1's
+    for a stage-2 run), so from-scratch frozen parts come out identical; frozen.json checks it.
+    """
+    from zlora.models import build_speech_llm
+
+    init = resolve_init_from(cfg.init_from) if cfg.stage == 2 else None
+    s1_cfg = read_train_config(init.config) if init else None
+    seed_everything(s1_cfg.seed if s1_cfg else cfg.seed)
+    model = build_speech_llm(cfg.model, list(cfg.languages))
+    if init is not None:
+        model.set_stage(1, None)
+        try:
+            # Not strict: a stage-2 config may enable parts (e.g. LLM-LoRA) stage 1 did not have;
+            # unknown names and shape mismatches still fail.
+            model.load_trainable_state_dict(load_tensors(init.weights), strict=False)
+        except ValueError as e:
+            raise CheckpointError(f"init_from {init.weights}: does not fit this model: {e}") from e
+        check_fingerprint(model, init.frozen)
+        log.info("stage 2: loaded the stage-1 model from %s", init.weights)
+    model.set_stage(cfg.stage, cfg.adapter)
+    return model
+
+
+def load_model_for_inference(exp_dir: str | Path, checkpoint: str | Path | None = None):
+    """(SpeechLLM in eval mode, TrainConfig) from EXP/final (or a checkpoint dir of the run)."""
+    exp_dir = Path(exp_dir)
+    src = Path(checkpoint) if checkpoint is not None else exp_dir / FINAL
+    cfg_path = src / "config.yaml" if (src / "config.yaml").is_file() else exp_dir / "config.yaml"
+    if not (src / "model.safetensors").is_file():
+        raise CheckpointError(f"{src / 'model.safetensors'} does not exist: has training of {exp_dir} "
+                              "finished?")
+    cfg = read_train_config(cfg_path)
+    model = build_model(cfg)
+    try:
+        model.load_trainable_state_dict(load_tensors(src / "model.safetensors"), strict=True)
+    except ValueError as e:
+        raise CheckpointError(f"{src / 'model.safetensors'}: does not fit the model of {cfg_path}: {e}") from e
+    check_fingerprint(model, src / "frozen.json")
+    model.eval()
+    return model, cfg
+
+
+def checkpoint_meta(step: int, epoch: int, metrics: dict, cfg, world_size: int, engine: str) -> dict:
+    return {"step": step, "epoch": epoch, "world_size": world_size, "engine": engine, "stage": cfg.stage,
+            "time": time.strftime("%Y-%m-%d %H:%M:%S"), **metrics}

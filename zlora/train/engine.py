@@ -1,0 +1,206 @@
+"""Training engines behind one small interface: plain DDP, or DeepSpeed ZeRO (stage 2 by default).
+
+Both take the unwrapped model, a client ``torch.optim.AdamW`` (so DeepSpeed never JIT-compiles
+fused_adam) and run micro-steps::
+
+    for k, batch in enumerate(micro_batches):                   # grad_accum of them
+        out = engine.micro_step(batch, last=k == grad_accum - 1)  # forward + backward (loss/grad_accum)
+    grad_norm = engine.step(lr)          # clip, optimizer step, zero grads, adapter hooks
+
+Per-step adapter hooks (FlyLoRA's bias update, or any wrapped layer exposing
+``on_optimizer_step()``) come from ``zlora.adapters.adapter_step_hooks(model)`` and run after every
+optimizer step on every rank -- generic, no kind is special-cased.
+
+Optimizer state for checkpoints: DDP's optimizer is identical on every rank, so rank 0 saves it;
+ZeRO partitions it, so every rank saves its own partition (the inner torch AdamW state over the
+rank's flat fp32 partition) and resuming needs the same number of ranks. Both are plain tensor
+dicts that ``torch.load(weights_only=True)`` accepts -- DeepSpeed's own ``save_checkpoint`` pickles
+Python objects and loads them with ``weights_only=False``, which we do not allow.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from zlora.train.config import EngineConfig, OptimConfig, TrainConfig, load_deepspeed_json
+from zlora.train.distributed import DistInfo
+from zlora.utils.log import get_logger
+
+log = get_logger("train.engine")
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Trainable parameters; no weight decay on biases and norms (ndim < 2)."""
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg.weight_decay)
+    if not groups:
+        raise ValueError("the model has no trainable parameters: check the stage policy")
+    # torch picks the implementation: per-tensor on CPU, multi-tensor (foreach) on GPU.
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+
+
+def step_hooks(model: nn.Module) -> list:
+    from zlora.adapters import adapter_step_hooks
+
+    return list(adapter_step_hooks(model))
+
+
+def move_batch(batch: dict, device: torch.device, float_dtype: torch.dtype | None = None) -> dict:
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, torch.Tensor):
+            v = v.to(device, non_blocking=True)
+            if float_dtype is not None and v.is_floating_point() and k == "feats":
+                v = v.to(float_dtype)
+        out[k] = v
+    return out
+
+
+class DDPEngine:
+    name = "ddp"
+    per_rank_optimizer = False
+
+    def __init__(self, model: nn.Module, optim_cfg: OptimConfig, eng_cfg: EngineConfig, dist: DistInfo):
+        self.model = model.to(dist.device)
+        self.dist = dist
+        self.grad_accum, self.clip = optim_cfg.grad_accum, optim_cfg.clip_grad
+        self.optimizer = build_optimizer(model, optim_cfg)
+        self.trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.autocast = dist.device.type == "cuda" and eng_cfg.bf16
+        ddp_kw = {"device_ids": [dist.local_rank]} if dist.device.type == "cuda" else {}
+        self.wrapped = nn.parallel.DistributedDataParallel(
+            model, find_unused_parameters=eng_cfg.find_unused_parameters, **ddp_kw)
+        self.hooks = step_hooks(model)
+
+    def micro_step(self, batch: dict, last: bool) -> dict:
+        batch = move_batch(batch, self.dist.device)
+        # What DDP.no_sync() sets: all-reduce gradients only in the last micro-step.
+        self.wrapped.require_backward_grad_sync = last
+        with torch.autocast(self.dist.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            out = self.wrapped(batch)
+        (out["loss"] / self.grad_accum).backward()
+        return out
+
+    def step(self, lr: float) -> float:
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        max_norm = self.clip if self.clip > 0 else float("inf")
+        norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, max_norm))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        for hook in self.hooks:
+            hook()
+        return norm
+
+    def optimizer_state(self) -> tuple[dict | None, bool]:
+        """(state to save on this rank or None, per_rank)."""
+        return (self.optimizer.state_dict() if self.dist.is_main else None), False
+
+    def load_optimizer_state(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state)
+
+    def eval_forward(self, batch: dict) -> dict:
+        batch = move_batch(batch, self.dist.device)
+        with torch.autocast(self.dist.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            return self.model(batch)
+
+
+class DeepSpeedEngine:
+    name = "deepspeed"
+    per_rank_optimizer = True
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, dist: DistInfo):
+        import deepspeed
+
+        if not cfg.engine.deepspeed_shm_comm:
+            import deepspeed.ops
+
+            # See EngineConfig.deepspeed_shm_comm: skip the JIT build of an inference-only op.
+            deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+        self.dist = dist
+        self.bf16 = dist.device.type == "cuda" and cfg.engine.bf16
+        self.ds_config = deepspeed_config(cfg, self.bf16)
+        optimizer = build_optimizer(model, cfg.optim)
+        self.engine, self.optimizer, _, _ = deepspeed.initialize(
+            model=model, optimizer=optimizer, config=copy.deepcopy(self.ds_config),
+            dist_init_required=False)
+        self.model = self.engine.module
+        self.hooks = step_hooks(self.model)
+        log.info("DeepSpeed ZeRO stage %s, config %s", self.ds_config.get("zero_optimization", {}).get("stage"),
+                 self.ds_config)
+
+    def micro_step(self, batch: dict, last: bool) -> dict:
+        batch = move_batch(batch, self.engine.device, torch.bfloat16 if self.bf16 else None)
+        if self.engine.is_gradient_accumulation_boundary() != last:
+            raise RuntimeError("DeepSpeed's gradient-accumulation counter is out of step with the "
+                               "training loop")
+        out = self.engine(batch)
+        self.engine.backward(out["loss"])   # divides by gradient_accumulation_steps itself
+        if not last:
+            self.engine.step()              # not a boundary: only advances DeepSpeed's counter
+        return out
+
+    def step(self, lr: float) -> float:
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        self.engine.step()
+        for hook in self.hooks:
+            hook()
+        norm = self.engine.get_global_grad_norm()
+        return float(norm) if norm is not None else float("nan")
+
+    def optimizer_state(self) -> tuple[dict, bool]:
+        """This rank's ZeRO partition: the inner AdamW state and the fp32 master partition (which
+        differs from the bf16 parameters on GPU)."""
+        zero = self.optimizer
+        return {"base": zero.optimizer.state_dict(),
+                "fp32_partitions": [t.detach().cpu().clone() for t in zero.single_partition_of_fp32_groups]}, True
+
+    def load_optimizer_state(self, state: dict) -> None:
+        zero = self.optimizer
+        saved = state["fp32_partitions"]
+        current = zero.single_partition_of_fp32_groups
+        shapes = ([tuple(t.shape) for t in saved], [tuple(t.shape) for t in current])
+        if shapes[0] != shapes[1]:
+            raise ValueError(f"ZeRO partition shapes differ: checkpoint {shapes[0]}, this run {shapes[1]} "
+                             "(resume with the same number of ranks and trainable parameters)")
+        zero.optimizer.load_state_dict(state["base"])
+        with torch.no_grad():
+            for cur, old in zip(current, saved):
+                cur.copy_(old.to(cur.device, cur.dtype))
+
+    def eval_forward(self, batch: dict) -> dict:
+        batch = move_batch(batch, self.engine.device, torch.bfloat16 if self.bf16 else None)
+        return self.model(batch)
+
+
+def deepspeed_config(cfg: TrainConfig, bf16: bool) -> dict:
+    """The JSON of engine.deepspeed_config with the keys that training config owns filled in."""
+    ds = load_deepspeed_json(cfg.engine)
+    ds["train_micro_batch_size_per_gpu"] = cfg.data.batch_size
+    ds["gradient_accumulation_steps"] = cfg.optim.grad_accum
+    ds.pop("train_batch_size", None)
+    ds["gradient_clipping"] = cfg.optim.clip_grad
+    ds["bf16"] = {**ds.get("bf16", {}), "enabled": bf16}
+    ds.setdefault("fp16", {})["enabled"] = False
+    # A client torch optimizer under ZeRO is "untested" to DeepSpeed; AdamW is what it wraps.
+    ds["zero_allow_untested_optimizer"] = True
+    ds.setdefault("steps_per_print", 10 ** 9)
+    return ds
+
+
+def build_engine(cfg: TrainConfig, model: nn.Module, dist: DistInfo):
+    if cfg.engine.engine == "ddp":
+        return DDPEngine(model, cfg.optim, cfg.engine, dist)
+    return DeepSpeedEngine(model, cfg, dist)
