@@ -81,3 +81,24 @@ def test_model_without_adapters_accepts_any_context():
 def test_language_free_lora_needs_no_context():
     _, model = adapted("lora", languages=[])
     assert model(torch.randn(2, 8)).shape == (2, 6)
+
+
+def test_language_free_layers_are_skipped_and_language_lists_must_agree():
+    from torch import nn
+
+    from adapter_testlib import make_cfg
+    from zlora.adapters import apply_adapters
+
+    model = nn.ModuleDict({"enc": tiny_mlp(), "llm": tiny_mlp()})
+    apply_adapters(model["enc"], make_cfg("zipper-soft"))
+    apply_adapters(model["llm"], make_cfg("lora", languages=[]))
+    with language_context(model, ["fr", "ja"]):
+        assert model["enc"][0]._language_batch.size == 2
+        assert model["llm"][0]._language_batch is None
+        assert model["enc"](torch.randn(2, 8)).shape == model["llm"](torch.randn(2, 8)).shape
+    other = nn.ModuleDict({"a": tiny_mlp(), "b": tiny_mlp()})
+    apply_adapters(other["a"], make_cfg("independent"))
+    apply_adapters(other["b"], make_cfg("independent", languages=["en", "de"]))
+    with pytest.raises(ValueError, match="disagree on languages"):
+        with language_context(other, ["en"]):
+            pass

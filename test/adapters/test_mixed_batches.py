@@ -82,3 +82,10 @@ def test_inference_path_matches_training_path(kind, shape):
     assert with_grad.requires_grad
     torch.testing.assert_close(inference, with_grad.detach())
     torch.testing.assert_close(no_grad, with_grad.detach())
+
+
+@pytest.mark.parametrize("kind", ["independent", "zipper-soft"])
+def test_rows_without_tokens(kind):
+    _, model = adapted(kind)
+    with language_context(model, LANG_ROWS):
+        assert model(torch.randn(6, 0, 8)).shape == (6, 0, 6)

@@ -4,20 +4,21 @@ A kind wraps a frozen ``nn.Linear`` (``base_layer``) and computes
 
     y = W0 x + b + (alpha / r) * B_merged(l) A(l) x          (Eq. 6-10)
 
-for the language l of each batch row. A kind only says what its down-projection A(l) (r, d_in)
-and its scaled up-projection Bt(l) = (alpha/r) * B_merged(l)^T (r, d_out) are; this class does the
-batching:
+for the language l of each batch row. A kind says what its down-projection A(l) (r, d_in) and its
+scaled up-projection (alpha/r) * B_merged(l)^T (r, d_out) are; this class does the batching:
 
-- language-homogeneous batch (or a kind whose A and B do not depend on the language): one
-  ``addmm_`` into the base output (the scaling lives in the tiny (r, d_out) matrix, never in a
-  pass over the (N, d_out) output -- one reason this is not slower than PEFT);
-- mixed batch: A x is computed once for the whole batch (shared-A kinds); each row's Bt(l) is
-  gathered and applied with one ``baddbmm_`` (rows with >= r tokens) or, for short rows such as
-  (B, d) inputs where gathering a (r, d_out) matrix per row would cost more than the output,
-  grouped by language (a loop over the <= L languages present, never over rows).
+- language-homogeneous batch (or a kind whose A and B do not depend on the language): the base
+  runs on the flattened (N, d_in) input and the adapter term is added with one in-place
+  ``addmm_`` into its (N, d_out) output. The scaling lives in the small (r, d_out) matrix, never
+  in a pass over the output (why this is not slower than PEFT, which scales and adds separately).
+- mixed batch: A x is computed once for the whole batch (shared-A kinds). The language-shared
+  part of B is one ``addmm_``; each row's language-specific bank is gathered and applied with
+  one ``baddbmm`` (rows with >= r tokens) or, for short rows such as (B, d) inputs, where
+  gathering an (r, d_out) matrix per row would cost more than the output, grouped by language
+  (a loop over the <= L languages present, never over rows).
 
 Inputs are (B, ..., d_in) with the batch first; the language of row b comes from
-``language_context``. Trainable banks are single stacked tensors ((L, d_out, r) rather than L
+``language_context``. Trainable banks are single stacked tensors ((L, r, d_out) rather than L
 modules), so every parameter gets a gradient (zeros for absent languages) and DDP never sees
 unused parameters; note that Adam's momentum therefore still moves absent languages' banks.
 """
@@ -169,10 +170,11 @@ class AdapterLayer(nn.Module):
         h = self.transform_hidden(F.linear(x2.to(a.dtype), a))
         return y.addmm_(h.to(y.dtype), self.up_weight(lang).to(y.dtype))
 
-    def _add_mixed(self, y: torch.Tensor, x2: torch.Tensor, batch: LanguageBatch, n_rows: int) -> torch.Tensor:
+    def _add_mixed(self, y: torch.Tensor, x2: torch.Tensor, batch: LanguageBatch,
+                   n_rows: int) -> torch.Tensor:
         """y: (N, d_out) base output; x2: (N, d_in) with N = n_rows * T."""
-        d_out = self.out_features
-        x3 = x2.reshape(n_rows, -1, self.in_features)
+        d_out, t = self.out_features, x2.shape[0] // n_rows    # explicit T: N may be 0
+        x3 = x2.reshape(n_rows, t, self.in_features)
         rows = batch.on(y.device)
         # Gather one (r, d) matrix per row only when it is no bigger than that row's tokens x r;
         # shorter rows (e.g. (B, d) inputs) are grouped by language instead.
@@ -191,7 +193,7 @@ class AdapterLayer(nn.Module):
         # place (one copy either way); without it (inference) in place is free.
         in_place = not (torch.is_grad_enabled() and (y.requires_grad or h_spec.requires_grad
                                                       or bank.requires_grad))
-        y3 = y.view(n_rows, -1, d_out)
+        y3 = y.view(n_rows, t, d_out)
         if use_bmm:
             bank_rows = gather_rows(bank, rows)
             y3 = y3.baddbmm_(h_spec, bank_rows) if in_place else torch.baddbmm(y3, h_spec, bank_rows)

@@ -97,9 +97,10 @@ def language_context(model: nn.Module, langs: Langs) -> Iterator[None]:
     """Route every adapter layer in ``model`` by ``langs`` (codes or a (B,) LongTensor of indices).
 
     A model without adapter layers (e.g. stage 1, or a merged copy) accepts any context as a no-op,
-    so callers can always enter it.
+    so callers can always enter it. Language-free layers (``languages: []``) are left alone; all
+    other adapter layers in ``model`` must share one language list.
     """
-    layers = _adapter_layers(model)
+    layers = [m for m in _adapter_layers(model) if m.n_languages]
     if not layers:
         yield
         return

@@ -5,8 +5,9 @@ run. For every wrapped layer we copy, matching languages by code (the source may
 languages, in any order):
 - zipper-soft / zipper-hard: B_shared and every B_spec(l), as the paper does;
 - zipper-static (r_s shared + r_p specific): B_shared <- the source's first r_s rank columns of
-  B_shared and B_spec(l) <- the source's last r_p rank columns of B_spec(l). Columns keep their rank index, so each stays paired
-  with the same row of A that it was trained with (column i of B_merged multiplies row i of A);
+  B_shared, and B_spec(l) <- the source's last r_p rank columns of B_spec(l). Columns keep their
+  rank index, so column i still multiplies row i of A, the row it was trained with (when A is
+  copied too, see below);
 - lora: lora_B <- source B_shared; independent: lora_B(l) <- source B_spec(l).
 The paper reuses B only; A keeps its fresh LoRA init unless ``init_a_from_b_file`` is true (then
 the shared A is copied too, and for ``independent`` every language gets that A). The model then no

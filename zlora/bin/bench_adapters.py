@@ -1,7 +1,8 @@
 """Benchmark the adapter kinds: speed relative to lora and PEFT, and parameter counts.
 
     python -m zlora.bin.bench_adapters [--quick] [--rows 12] [--tokens_per_row 32] [--reps 7]
-        [--pair_reps 21] [--scaling_reps 5] [--threads 1] [--sections params,kinds,peft,merged,mixed_inference,scaling] [--out F]
+        [--pair_reps 21] [--scaling_reps 5] [--threads 1] [--out F]
+        [--sections params,kinds,peft,merged,mixed_inference,scaling]
 
 Prints one JSON object per line. Timed variants of one comparison are interleaved (each
 repetition runs every variant once, in rotating order) and ratios are medians of per-repetition
@@ -19,7 +20,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 from dataclasses import dataclass
 from typing import Callable
