@@ -7,8 +7,8 @@ family (static / hard / soft with a Whisper-LID router), with per-row language r
     with language_context(model, ["fr", "en"]):
         y = model(x)
 """
-from zlora.adapters import (flylora, independent, lora, zipper_hard, zipper_soft,  # noqa: F401
-                            zipper_static)
+from zlora.adapters import (flylora, independent, lora, mole, zipper_hard,  # noqa: F401
+                            zipper_soft, zipper_static)
 from zlora.adapters.apply import (adapter_step_hooks, apply_adapters, get_adapter_config,
                                   named_adapter_layers)
 from zlora.adapters.base import AdapterLayer, NoLanguageContextError

@@ -65,6 +65,9 @@ def apply_adapters(model: nn.Module, cfg: AdapterConfig) -> list[str]:
             shared_router = layer.router      # owned (saved, counted) by the first layer only
         model.set_submodule(name, layer)
         names.append(name)
+    post_apply = getattr(layer_cls, "post_apply", None)
+    if post_apply is not None:          # kinds that need model-level wiring (mole's LID hook)
+        post_apply(model, cfg, names)
     if cfg.init_b_from or cfg.init_router_from:
         from zlora.adapters.initial_b import apply_initial_b
 

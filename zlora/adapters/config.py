@@ -11,6 +11,9 @@ from typing import Any, Literal, Optional, Union
 import torch
 
 KINDS = ("lora", "independent", "flylora", "zipper-static", "zipper-hard", "zipper-soft")
+# Kinds of the second paper (arXiv 2506.21555). Kept out of KINDS, which the generic adapter tests
+# iterate over: mole needs a model with transformer blocks (its LID tap), not any nn.Linear stack.
+EXTRA_KINDS = ("mole",)
 ROUTED_KINDS = ("zipper-hard", "zipper-soft")          # need a LID router (Eq. 16-18)
 LANGUAGE_FREE_KINDS = ("lora", "flylora")               # may be used with languages=[]
 
@@ -30,7 +33,7 @@ class AdapterConfig:
     """
 
     kind: Literal["lora", "independent", "flylora", "zipper-static", "zipper-hard",
-                  "zipper-soft"] = "lora"
+                  "zipper-soft", "mole"] = "lora"
     rank: int = 32
     alpha: float = 64.0
     languages: list[str] = field(default_factory=list)
@@ -55,14 +58,21 @@ class AdapterConfig:
     init_b_from: Optional[str] = None                     # converged zipper-soft/-hard adapter file
     init_router_from: Optional[str] = None                # adapter file to take routers from
     init_a_from_b_file: bool = False                      # also copy shared A (not in the paper)
+    # mole (LoRA language experts, arXiv 2506.21555; see zlora/adapters/mole.py)
+    mole_experts: list[str] = field(default_factory=list)  # one `lora` adapter file per language
+    mole_fused: str = ""                                   # regex: wrapped layers whose experts are fused
+    mole_fusion: Literal["output", "weights"] = "output"
+    mole_lid_tap: Optional[str] = None                    # module whose output feeds the LID MLP
+    mole_lid_hidden: int = 256
+    mole_lid_loss_weight: float = 1.0
 
     def __post_init__(self) -> None:
         self._check_basic()
         self._check_kind_specific()
 
     def _check_basic(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"adapter kind {self.kind!r} unknown; known: {', '.join(KINDS)}")
+        if self.kind not in KINDS + EXTRA_KINDS:
+            raise ValueError(f"adapter kind {self.kind!r} unknown; known: {', '.join(KINDS + EXTRA_KINDS)}")
         if self.rank < 1:
             raise ValueError(f"rank must be >= 1, got {self.rank}")
         if not self.alpha > 0:
@@ -91,6 +101,9 @@ class AdapterConfig:
             raise ValueError(f"zipper_static_shared_rank must be in [0, rank={self.rank}], got {r_s}")
         if self.init_router_from is not None and self.kind not in ROUTED_KINDS:
             raise ValueError(f"init_router_from needs a routed kind {ROUTED_KINDS}, not {self.kind!r}")
+        if self.mole_experts and len(self.mole_experts) != len(self.languages):
+            raise ValueError(f"mole_experts has {len(self.mole_experts)} files but languages has "
+                             f"{len(self.languages)}: give one expert file per language, same order")
         if self.init_b_from is not None and self.kind == "flylora":
             raise ValueError("init_b_from is not supported for flylora: its A is a frozen random "
                              "projection, so B from another adapter has no matching subspace")

@@ -36,3 +36,7 @@ class ZipperHardLayer(ZipperSoftLayer):
     def mixing(self) -> torch.Tensor:
         """(L, r) binary selection s(l); gradients reach the router through the STE."""
         return ThresholdSTE.apply(super().mixing(), self.cfg.tau)
+
+    def row_mixing(self, post: torch.Tensor) -> torch.Tensor:
+        """(B, r) binary selection for a per-row posterior input (Eq. 12 on the mixture)."""
+        return ThresholdSTE.apply(super().row_mixing(post), self.cfg.tau)

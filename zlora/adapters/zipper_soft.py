@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from zlora.adapters.base import AdapterLayer, layer_generator, lora_a_init_
@@ -38,6 +39,9 @@ class ZipperSoftLayer(AdapterLayer):
 
     kind = "zipper-soft"
     shared_up = False
+    # (B, L) per-row language posterior set by zlora.adapters.posterior.language_posterior_context
+    # (language-agnostic decoding); None = the usual routing by language_context.
+    _posterior: Optional[torch.Tensor] = None
 
     def __init__(self, base_layer: nn.Linear, cfg: AdapterConfig, name: str,
                  shared_router: Optional[LIDRouter] = None, **_: object):
@@ -61,6 +65,34 @@ class ZipperSoftLayer(AdapterLayer):
 
     def down_weight(self, lang: Optional[int]) -> torch.Tensor:
         return self.lora_A
+
+    # ---- per-row posterior input (language-agnostic inference; beyond the paper) ----------------
+    def row_mixing(self, post: torch.Tensor) -> torch.Tensor:
+        """post (B, L) language posterior -> p (B, r): the router (Eq. 16-18) applied to the
+        posterior-weighted mixture of LID embeddings, sum_l post_l e(l). One-hot = mixing()[l]."""
+        router = self.router_module
+        emb = post.to(router.lid_embeddings.dtype) @ router.lid_embeddings
+        return torch.sigmoid(router.proj(router.norm(emb))).to(self.B_shared.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._posterior is None:
+            return super().forward(x)
+        return self._forward_posterior(x, self._posterior)
+
+    def _forward_posterior(self, x: torch.Tensor, post: torch.Tensor) -> torch.Tensor:
+        """Eq. 14 with p from the mixture embedding and B_spec = sum_l post_l B_spec(l)."""
+        if x.shape[0] != post.shape[0]:
+            raise ValueError(f"adapter layer {self.adapter_name!r}: the language posterior has "
+                             f"{post.shape[0]} rows but the input {x.shape[0]} (chunked encoding is "
+                             "not supported with a posterior input)")
+        x3 = x.reshape(x.shape[0], -1, self.in_features)
+        y = self.base_layer(x3)
+        h = F.linear(self.dropout(x3).to(self.lora_A.dtype), self.lora_A) * self.scaling
+        post = post.to(device=h.device, dtype=h.dtype)
+        p = self.row_mixing(post).unsqueeze(1).to(h.dtype)                 # (B, 1, r)
+        spec = torch.einsum("bl,lrd->brd", post, self.B_spec)
+        delta = (h * (1 - p)) @ self.B_shared + torch.bmm(h * p, spec)
+        return (y + delta.to(y.dtype)).view(*x.shape[:-1], self.out_features)
 
     def up_weight(self, lang: Optional[int]) -> torch.Tensor:
         p = self.mixing()[lang].unsqueeze(1)                               # (r, 1)

@@ -6,9 +6,16 @@
 The prompt comes from each row's language in ``utt2lang``. Work is split over ``nj`` processes
 (one GPU each when GPUs exist); finished parts are not redone on a rerun. Writes ``OUT/text``
 (Kaldi format) and ``OUT/rtf.json``.
+
+Language-agnostic modes (zlora.decode.agnostic): ``--lang_mode whisper_lid --lid_feats
+dump/test/feats.scp [--router_input hard|mixture]``, ``--lang_mode mole`` or ``--lang_mode oracle``
+take the language from Whisper LID, the MoLE classifier, or utt2lang through the agnostic path;
+they also write ``OUT/lid.json`` (LID accuracy per language against utt2lang) and
+``OUT/utt2lang_pred``.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import multiprocessing as mp
 import time
@@ -36,6 +43,10 @@ class DecodeConfig:
     repetition_ngram: int = 4     # stop a hypothesis that repeats an n-gram ...
     repetition_max: int = 3       # ... more than this many times
     chunked: bool | None = None   # None: as trained (decode_chunk_seconds when chunked)
+    lang_mode: str = "known"      # known | oracle | whisper_lid | mole (zlora.decode.agnostic)
+    lid_feats: str | None = None  # log-mel feats.scp for whisper_lid (the model may read cached states)
+    lid_whisper: str | None = None  # Whisper dir for whisper_lid; default model.encoder.whisper_dir
+    router_input: str = "hard"    # zipper routers under whisper_lid: hard | mixture
 
 
 def main(argv: list[str]) -> int:
@@ -44,6 +55,7 @@ def main(argv: list[str]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     setup_logging(out / "decode.log")
     save_config(cfg, out / "decode.yaml")
+    check_lang_mode(cfg)
     utts = read_inputs(cfg)
     parts = split_utts(utts, cfg.nj, out)
     todo = [p for p in parts if not p.done]
@@ -51,7 +63,25 @@ def main(argv: list[str]) -> int:
     run_parts(cfg, todo)
     summary = merge_parts(parts, out)
     log.info("wrote %s (%d utts, RTF %s)", out / "text", summary["utts"], summary["rtf"])
+    if cfg.lang_mode != "known":
+        from zlora.data.kaldi import DataDir
+        from zlora.decode.agnostic import lid_report
+
+        rep = lid_report([p.dir for p in parts], DataDir(cfg.data).utt2lang, out, cfg.lang_mode)
+        log.info("LID (%s): accuracy %.4f over %d utts; %s", cfg.lang_mode, rep["accuracy"], rep["utts"],
+                 out / "lid.json")
     return 0
+
+
+def check_lang_mode(cfg: DecodeConfig) -> None:
+    from zlora.decode.agnostic import LANG_MODES
+
+    if cfg.lang_mode not in LANG_MODES:
+        raise UserError(f"--lang_mode {cfg.lang_mode!r}: expected one of {', '.join(LANG_MODES)}")
+    if cfg.router_input not in ("hard", "mixture"):
+        raise UserError(f"--router_input {cfg.router_input!r}: expected hard or mixture")
+    if cfg.lang_mode == "whisper_lid" and not cfg.lid_feats:
+        raise UserError("--lang_mode whisper_lid needs --lid_feats (a log-mel feats.scp from dump_feats)")
 
 
 def read_inputs(cfg: DecodeConfig) -> list[tuple[str, int]]:
@@ -112,10 +142,10 @@ def decode_part(cfg: DecodeConfig, part: Part) -> None:
     lang_index = {l: i for i, l in enumerate(model.languages)}
     hyps, audio_s, t0 = {}, 0.0, time.perf_counter()
     for batch in batches(part.utts, cfg.batch_size):
-        mats = [torch.from_numpy(feats[u]).float() for u in batch]
+        mats = [read_feats(feats, u, cfg.feats) for u in batch]
         langs = [lang_of(dd, u, lang_index, cfg.data) for u in batch]
         x, lens = pad(mats)
-        with torch.inference_mode():
+        with torch.inference_mode(), long_input_policy(model, batch, lens, cfg.feats):
             ids = model.generate(x.to(device), lens.to(device),
                                  torch.tensor(langs, device=device), options)
         for u, seq in zip(batch, ids):
@@ -123,6 +153,46 @@ def decode_part(cfg: DecodeConfig, part: Part) -> None:
         audio_s += sum(m.shape[0] for m in mats) * model.seconds_per_frame
     write_part(part, hyps, {"utts": len(hyps), "audio_seconds": audio_s,
                             "decode_seconds": time.perf_counter() - t0, "device": device})
+
+
+def read_feats(feats, utt: str, scp: str):
+    """One (T, D) feature matrix as a float tensor; NaN/Inf is an error naming the utterance."""
+    import numpy as np
+    import torch
+
+    from zlora.data.features import FeatureError, check_finite
+
+    mat = np.array(feats[utt], dtype=np.float32)      # a writable copy of kaldiio's mapped array
+    try:
+        check_finite(mat, utt)
+    except FeatureError as e:
+        raise UserError(f"{scp}: {e}") from e
+    return torch.from_numpy(mat)
+
+
+@contextlib.contextmanager
+def long_input_policy(model, utts, lens, scp: str):
+    """Decoding never skips an utterance. One longer than the full-context encoder takes (Whisper:
+    30 s) is encoded in chunks of ``decode_chunk_seconds`` (§IV-F) for this batch, with a warning;
+    with cached encoder states (computed full-context, no chunking possible) it is an error that
+    names the utterance."""
+    limit = model.max_input_frames()
+    too_long = [u for u, n in zip(utts, lens.tolist()) if limit is not None and n > limit]
+    if not too_long:
+        yield
+        return
+    if model.encoder.cfg.cached_layers > 0:
+        raise UserError(f"{scp}: utterance {too_long[0]} has more frames than the encoder takes "
+                        f"({limit}); cached encoder states cannot be chunked, decode from mel features "
+                        "with a model that encodes them")
+    log.warning("%d utterance(s) longer than %d frames (e.g. %s): encoding this batch in %g-s chunks",
+                len(too_long), limit, too_long[0], model.encoder.cfg.decode_chunk_seconds)
+    saved = model.encoder.cfg
+    model.encoder.cfg = dataclasses.replace(saved, chunked=True)
+    try:
+        yield
+    finally:
+        model.encoder.cfg = saved
 
 
 def lang_of(dd, utt: str, lang_index: dict[str, int], data: str) -> int:

@@ -3,10 +3,19 @@
 :func:`load_utterances` reads ``text`` / ``utt2lang`` (/ ``utt2dur``) of a data dir, the feature
 dump's ``feats.scp`` (kaldiio; (T, D) float32 matrices: log-mel from ``dump_feats`` or encoder
 states from ``dump_encoder``) and its ``utt2num_frames``, tokenises the transcripts with the
-model's tokenizer and computes every utterance's packed length. Problems that make the corpus
-wrong (a language the model lacks, an utterance without features) are errors naming the file and
-utterance; utterances that are merely unusable for training (too long, empty transcript, longer
-than ``max_tokens`` on their own) are skipped and counted in the log.
+model's tokenizer and computes every utterance's packed length.
+
+Policy for bad data (one rule, documented in docs/reliability.md):
+- Problems that make the corpus wrong are errors naming the file and the utterance ids: ``text``
+  and ``utt2lang`` holding different ids, utterances without features (in ``feats.scp`` or
+  ``utt2num_frames``), a language the run lacks. Nothing is silently dropped; run
+  ``utils/fix_data_dir.sh`` or redo the dump. Extra ``feats.scp`` entries are allowed (one dump may
+  serve several subsets of a data dir) and counted in the log. ``wav.scp`` is not read here: audio
+  problems surface in ``dump_feats``, which fails naming the utterance.
+- Utterances that are merely unusable for training are skipped and counted in the log: longer than
+  ``data.max_duration``, longer than the encoder accepts (non-chunked Whisper: 30 s), an empty
+  transcript, a transcript without a single letter or digit (only punctuation/symbols: nothing to
+  learn, and nothing left to score after Whisper normalisation), longer than ``max_tokens`` alone.
 
 :class:`PackDataset` serves one pack per index; :func:`collate_packs` turns a list of packs into
 the model's batch dict (contract in /tmp/zlora/contracts.md, "Model") plus :class:`BatchMeta`.
@@ -36,6 +45,8 @@ class LengthModel(Protocol):
     def speech_token_count(self, n_frames: int) -> int: ...
 
     def prompt_ids(self, lang: str) -> list[int]: ...
+
+    # Optional: ``max_input_frames() -> int | None`` (frames the encoder accepts; None = any).
 
 
 @dataclass
@@ -89,11 +100,12 @@ def load_utterances(data_dir: str | Path, feats_scp: str | Path, model: LengthMo
     feats = kaldiio.load_scp(str(feats_scp))
     text, utt2lang, utt2dur = dd.text, dd.utt2lang, dd.utt2dur
     frames = read_num_frames(feats_scp, feats)
+    check_ids(dd, text, utt2lang, feats, frames, feats_scp)
     lang_index = {c: i for i, c in enumerate(languages)}
     prompt_len = {c: len(model.prompt_ids(c)) for c in languages}
+    max_frames = model.max_input_frames() if hasattr(model, "max_input_frames") else None
     corpus = Corpus([])
     for utt, transcript in text.items():
-        _check_ids(utt, dd, utt2lang, feats, frames, feats_scp)
         lang = utt2lang[utt]
         if lang not in lang_index:
             raise DataDirError(f"{dd.path / 'utt2lang'}: utterance '{utt}' has language '{lang}', "
@@ -101,7 +113,8 @@ def load_utterances(data_dir: str | Path, feats_scp: str | Path, model: LengthMo
         seconds = utt2dur[utt] if utt2dur is not None and utt in utt2dur else frames[utt] / frames_per_second
         ids = model.tokenizer.encode(transcript)
         n_tok = model.speech_token_count(frames[utt]) + prompt_len[lang] + len(ids) + 1
-        reason = _skip_reason(seconds, max_duration, ids, n_tok, max_tokens)
+        reason = _skip_reason(seconds, max_duration, ids, n_tok, max_tokens, transcript,
+                              frames[utt], max_frames, frames_per_second)
         if reason:
             corpus.skipped[reason] += 1
             corpus.skipped_examples.setdefault(reason, utt)
@@ -112,23 +125,52 @@ def load_utterances(data_dir: str | Path, feats_scp: str | Path, model: LengthMo
     return corpus
 
 
-def _check_ids(utt: str, dd: DataDir, utt2lang: dict, feats, frames: dict, feats_scp: Path) -> None:
-    if utt not in utt2lang:
-        raise DataDirError(f"{dd.path / 'utt2lang'}: no entry for utterance '{utt}' (it is in "
-                           f"{dd.path / 'text'}); run utils/fix_data_dir.sh")
-    if utt not in feats:
-        raise DataDirError(f"{feats_scp}: no features for utterance '{utt}' (it is in "
-                           f"{dd.path / 'text'}); re-run dump_feats on this data dir")
-    if utt not in frames:
-        raise DataDirError(f"{feats_scp.parent / 'utt2num_frames'}: no entry for utterance '{utt}'")
+def _ids(ids: list[str]) -> str:
+    return ", ".join(f"'{u}'" for u in ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+
+
+def check_ids(dd: DataDir, text: dict, utt2lang: dict, feats, frames: dict, feats_scp: Path) -> None:
+    """Every utterance of ``text`` needs a language and features; text and utt2lang must hold the
+    same ids. Errors name the file, the number of ids and the first few of them."""
+    only_text = [u for u in text if u not in utt2lang]
+    if only_text:
+        raise DataDirError(f"{dd.path / 'utt2lang'}: no entry for utterance {_ids(only_text)} "
+                           f"({len(only_text)} of {len(text)} in {dd.path / 'text'}); run "
+                           "utils/fix_data_dir.sh")
+    only_lang = [u for u in utt2lang if u not in text]
+    if only_lang:
+        raise DataDirError(f"{dd.path / 'text'}: no transcript for utterance {_ids(only_lang)} "
+                           f"({len(only_lang)} of {len(utt2lang)} in {dd.path / 'utt2lang'}); run "
+                           "utils/fix_data_dir.sh")
+    no_feats = [u for u in text if u not in feats]
+    if no_feats:
+        raise DataDirError(f"{feats_scp}: no features for utterance {_ids(no_feats)} ({len(no_feats)} "
+                           f"of {len(text)} in {dd.path / 'text'}); re-run dump_feats on this data dir")
+    no_frames = [u for u in text if u not in frames]
+    if no_frames:
+        raise DataDirError(f"{feats_scp.parent / 'utt2num_frames'}: no entry for utterance "
+                           f"{_ids(no_frames)} ({len(no_frames)} of {len(text)})")
+    extra = len(feats) - len(text)
+    if extra > 0:
+        log.info("%s: %d feature entries belong to no utterance of %s (ignored)", feats_scp, extra,
+                 dd.path / "text")
 
 
 def _skip_reason(seconds: float, max_duration: float | None, ids: list[int], n_tok: int,
-                 max_tokens: int) -> str | None:
+                 max_tokens: int, transcript: str | None = None, n_frames: int = 0,
+                 max_frames: int | None = None, frames_per_second: float = 100.0) -> str | None:
     if max_duration is not None and seconds > max_duration:
         return f"longer than data.max_duration={max_duration:g} s"
+    if max_frames is not None and n_frames > max_frames:
+        # The full-context encoder would fail on it mid-run (Whisper's 30-s positional table).
+        return (f"longer than the encoder accepts ({max_frames} frames = "
+                f"{max_frames / frames_per_second:g} s; use chunked encoding)")
     if not ids:
         return "empty transcript"
+    if transcript is not None and not any(ch.isalnum() for ch in transcript):
+        # Only punctuation/symbols: no speech content to learn, and Whisper normalisation leaves
+        # nothing to score (zlora.scoring excludes such references too).
+        return "transcript has no letter or digit (punctuation only)"
     if n_tok > max_tokens:
         return f"longer than data.max_tokens={max_tokens} on its own"
     return None

@@ -7,6 +7,7 @@ only redoes its own part, and the merged ``OUT/text`` is written only when every
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -22,8 +23,16 @@ class Part:
     dir: Path
 
     @property
+    def key(self) -> str:
+        """Hash of this part's utterance list: a .done written for other utterances (the data dir
+        or nj changed) is not this part's."""
+        return hashlib.sha256("\n".join(self.utts).encode("utf-8")).hexdigest()
+
+    @property
     def done(self) -> bool:
-        return (self.dir / ".done").is_file() and (self.dir / "text").is_file()
+        marker = self.dir / ".done"
+        return (marker.is_file() and (self.dir / "text").is_file()
+                and marker.read_text(encoding="utf-8").strip() == self.key)
 
 
 def split_utts(utts_with_len: list[tuple[str, int]], nj: int, out: Path) -> list[Part]:
@@ -51,7 +60,7 @@ def write_part(part: Part, hyps: dict[str, str], stats: dict) -> None:
     lines = "".join(f"{u} {hyps[u]}".rstrip() + "\n" for u in sorted(part.utts))
     atomic_write_text(part.dir / "text", lines)
     atomic_write_text(part.dir / "stats.json", json.dumps(stats))
-    atomic_write_text(part.dir / ".done", "")
+    atomic_write_text(part.dir / ".done", part.key + "\n")
 
 
 def merge_parts(parts: list[Part], out: Path) -> dict:

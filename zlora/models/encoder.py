@@ -31,9 +31,15 @@ import torch
 from torch import nn
 
 from zlora.config import ConfigError
-from zlora.models.config import EncoderConfig, chunk_frames
+from zlora.models.config import MEL_FRAMES_PER_SECOND, EncoderConfig, chunk_frames
 from zlora.models.registry import ENCODERS
 from zlora.models.stages import adapter_language_context
+from zlora.utils.cli import UserError
+
+
+class InputTooLongError(UserError, ValueError):
+    """Input longer than the full-context encoder's positional table (Whisper: 30 s). A UserError,
+    so a CLI prints the one-line message; a ValueError for callers that catch the old type."""
 
 
 @ENCODERS.register("whisper")
@@ -56,10 +62,29 @@ class WhisperSpeechEncoder(nn.Module):
             raise ConfigError(f"model.encoder.cached_layers={cfg.cached_layers} exceeds the encoder's "
                               f"{len(self.layers)} layers")
         self._chunk_rng = torch.Generator().manual_seed(cfg.chunk_seed)
+        limit = 2 * self.embed_positions.num_embeddings
+        too_long = [s for s in [*cfg.train_chunk_seconds, cfg.decode_chunk_seconds]
+                    if chunk_frames(s) > limit]
+        if cfg.chunked and too_long:
+            raise ConfigError(f"model.encoder: chunk duration {too_long[0]} s exceeds the encoder's "
+                              f"{limit / MEL_FRAMES_PER_SECOND:g} s window (2 x max_source_positions)")
 
     @property
     def n_layers(self) -> int:
         return len(self.layers)
+
+    def max_input_frames(self) -> int | None:
+        """Longest input (rows of ``feats``) a forward accepts; None = no limit (chunked).
+
+        Full-context encoding adds ``embed_positions[:ceil(T/2)]``, so a mel input may have at most
+        2 * max_source_positions frames (Whisper: 3000 = 30 s); cached encoder states are already
+        at the 2x-downsampled rate. Chunked encoding restarts positions per chunk: no limit.
+        """
+        if self.cfg.cached_layers > 0:
+            return self.embed_positions.num_embeddings
+        if self.cfg.chunked:
+            return None
+        return 2 * self.embed_positions.num_embeddings
 
     def bottom_modules(self) -> list[nn.Module]:
         """Modules that never run when ``cached_layers > 0`` (their output is precomputed)."""
@@ -125,12 +150,23 @@ class WhisperSpeechEncoder(nn.Module):
         x = nn.functional.gelu(self.conv2(x)).transpose(1, 2)
         enc_lens = (lens + 1) // 2
         if x.shape[1] > self.embed_positions.num_embeddings:
-            raise ValueError(
-                f"input of {t} mel frames gives {x.shape[1]} encoder frames, more than Whisper's "
-                f"{self.embed_positions.num_embeddings} positions (30 s); use chunked encoding "
-                "(model.encoder.chunked: true) or shorter segments")
+            raise self._too_long(lens)
         x = x + self.embed_positions.weight[: x.shape[1]]
         return nn.functional.dropout(x, p=self.dropout, training=self.training), enc_lens
+
+    def _too_long(self, lens: torch.Tensor) -> InputTooLongError:
+        """The error for mel inputs (B, T) beyond 2 * max_source_positions frames, naming the
+        rows (batch indices: the caller knows their utterance ids) and the limit."""
+        n_pos = self.embed_positions.num_embeddings
+        limit = 2 * n_pos
+        rows = [i for i, n in enumerate(lens.tolist()) if n > limit]
+        longest = int(lens.max())
+        return InputTooLongError(
+            f"batch row(s) {rows[:5]}{' ...' if len(rows) > 5 else ''}: input of up to {longest} mel "
+            f"frames ({longest / MEL_FRAMES_PER_SECOND:.2f} s) exceeds the full-context encoder's limit "
+            f"of {limit} frames ({limit / MEL_FRAMES_PER_SECOND:g} s = 2 x Whisper's "
+            f"max_source_positions {n_pos}); use chunked encoding (model.encoder.chunked: true) or "
+            "shorter segments")
 
     def run_layers(self, x: torch.Tensor, lens: torch.Tensor, start: int, stop: int | None,
                    final_norm: bool) -> tuple[torch.Tensor, torch.Tensor]:

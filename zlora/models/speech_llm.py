@@ -55,6 +55,12 @@ class SpeechLLM(nn.Module):
         n = torch.tensor([int(n_frames)])
         return int(self.projector.output_lengths(self.encoder.output_lengths(n))[0])
 
+    def max_input_frames(self) -> int | None:
+        """Most input frames one utterance may have (non-chunked Whisper: 2 x max_source_positions
+        mel frames = 30 s); None when chunked encoding takes any length. Longer input raises
+        zlora.models.encoder.InputTooLongError naming the limit."""
+        return self.encoder.max_input_frames()
+
     def prompt_ids(self, lang: str) -> list[int]:
         if lang not in self._prompt_ids:
             raise ValueError(f"no prompt for language {lang!r}; model languages: {', '.join(self.languages)}")

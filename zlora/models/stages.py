@@ -138,7 +138,15 @@ def insert_encoder_adapters(model: "SpeechLLM", adapter_cfg) -> list[str]:
     if not targets:
         raise ConfigError(f"adapter.target_modules {adapter_cfg.target_modules!r} matches no linear "
                           "layer of the encoder (names look like layers.0.self_attn.q_proj)")
-    return apply_adapters(model.encoder, adapter_cfg)
+    try:
+        return apply_adapters(model.encoder, adapter_cfg)
+    except ValueError as e:
+        # zlora.adapters reports config/file mismatches (an init_b_from file of another kind, rank
+        # or language set, a corrupt adapter file) as ValueError naming the file; they are the
+        # user's input, so surface them as a one-line config error rather than a traceback.
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"adapter: {e}") from e
 
 
 def matching_linear_names(module: nn.Module, regex: str) -> list[str]:

@@ -90,6 +90,11 @@ def load_state(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
+        if type(e).__name__ == "UnpicklingError" and "Weights only load failed" in str(e):
+            # torch's own message suggests weights_only=False, i.e. running the file's code: no.
+            raise CheckpointError(f"{path}: refused: it holds pickled Python objects, not only tensors "
+                                  "and plain containers (zlora loads .pt files with weights_only=True "
+                                  "and never unpickles code); was it written by zlora?") from None
         raise CheckpointError(f"{path}: cannot load (truncated or corrupt?): {e}") from e
 
 

@@ -49,6 +49,7 @@ from typing import Literal, Sequence
 from zlora.adapters.config import AdapterConfig
 from zlora.config import ConfigError, deep_merge, from_dict, parse_overrides, read_yaml
 from zlora.models.config import SpeechLLMConfig
+from zlora.train.distill import DistillConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -164,6 +165,7 @@ class TrainConfig:
     progress_bar: bool = True
     tensorboard: bool = True
     debug: DebugConfig = field(default_factory=DebugConfig)
+    distill: DistillConfig | None = None      # LoRA-KD from language experts (zlora/train/distill.py)
 
     def __post_init__(self):
         if self.stage not in (1, 2):

@@ -24,6 +24,7 @@ import copy
 import torch
 from torch import nn
 
+from zlora.train.distill import apply_loss_extensions
 from zlora.train.config import EngineConfig, OptimConfig, TrainConfig, load_deepspeed_json
 from zlora.train.distributed import DistInfo
 from zlora.utils.log import get_logger
@@ -70,6 +71,7 @@ def move_batch(batch: dict, device: torch.device, float_dtype: torch.dtype | Non
 class DDPEngine:
     name = "ddp"
     per_rank_optimizer = False
+    loss_extensions: list = []      # zlora.train.distill: extra loss terms (KD, MoLE LID)
 
     def __init__(self, model: nn.Module, optim_cfg: OptimConfig, eng_cfg: EngineConfig, dist: DistInfo):
         self.model = model.to(dist.device)
@@ -89,6 +91,7 @@ class DDPEngine:
         self.wrapped.require_backward_grad_sync = last
         with torch.autocast(self.dist.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             out = self.wrapped(batch)
+            out = apply_loss_extensions(self.loss_extensions, self.model, batch, out)
         (out["loss"] / self.grad_accum).backward()
         return out
 
@@ -119,6 +122,7 @@ class DDPEngine:
 class DeepSpeedEngine:
     name = "deepspeed"
     per_rank_optimizer = True
+    loss_extensions: list = []      # zlora.train.distill: extra loss terms (KD, MoLE LID)
 
     def __init__(self, model: nn.Module, cfg: TrainConfig, dist: DistInfo):
         import deepspeed
@@ -146,6 +150,7 @@ class DeepSpeedEngine:
             raise RuntimeError("DeepSpeed's gradient-accumulation counter is out of step with the "
                                "training loop")
         out = self.engine(batch)
+        out = apply_loss_extensions(self.loss_extensions, self.model, batch, out)
         self.engine.backward(out["loss"])   # divides by gradient_accumulation_steps itself
         if not last:
             self.engine.step()              # not a boundary: only advances DeepSpeed's counter

@@ -35,6 +35,8 @@ class Trainer:
         self.cfg, self.engine, self.dist, self.data, self.valid_loader = cfg, engine, dist, data, valid_loader
         self.exp_dir = Path(cfg.exp_dir)
         self.frozen = frozen
+        from zlora.train.distill import build_loss_extensions
+        engine.loss_extensions = build_loss_extensions(cfg, engine.model, dist.device)
         self.steps_per_epoch = data.sampler.batches_per_epoch() // cfg.optim.grad_accum
         self.total_steps = total_steps(cfg, self.steps_per_epoch)
         o = cfg.optim

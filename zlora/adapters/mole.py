@@ -1,0 +1,278 @@
+"""LoRA-MoLE (arXiv 2506.21555, "Efficient Multilingual ASR Finetuning via LoRA Language Experts").
+
+One LoRA expert per language (a `lora` adapter trained on that language alone) is loaded into
+every wrapped layer as frozen stacked banks ``expert_A`` (L, r, d_in) and ``expert_B`` (L, r, d_out)
+(rank-major, each expert's own alpha/r folded into its B, so the experts' outputs are reproduced
+exactly). Two layer roles:
+
+- fused (shallow) layers, names matching ``adapter.mole_fused``: the experts are combined with
+  learnable per-layer weights w = softmax(fusion_logits) (L,), initialised uniform. The paper
+  says the experts' "A and B are linearly combined"; combining A and B separately creates cross
+  terms B_k A_l between independently trained experts whose subspaces do not match, so the default
+  ``mole_fusion: output`` combines the experts' outputs, dW = sum_l w_l s_l B_l A_l; ``weights``
+  is the literal reading, dW = (sum_l w_l s_l B_l)(sum_l w_l A_l). Softmax keeps the combination
+  convex (our choice; the paper does not say how the weights are normalised).
+- routed (deep) layers, all other wrapped layers: row b uses expert l_b only (like `independent`).
+
+Routing (no language needed at inference). An MLP LID classifier (Linear-ReLU-Linear, owned by the
+first MoLE layer so it is saved, counted and optimised once) reads the output of the module
+``mole_lid_tap`` (default: the encoder layer holding the last fused linear, e.g. ``layers.4``),
+mean-pooled over valid frames. It obtains it through a forward hook that ``post_apply`` registers
+on that module; valid frames come from the layer's attention-mask argument (Whisper layers are
+called as ``layer(x, mask)``; no mask = no padding). The decision reaches the deeper layers in the
+same forward pass through a shared :class:`MoLEState` object: the hook writes the logits and
+argmax there, the routed layers read it. ``state.mode``: ``true`` routes by the language_context
+(training, with the classifier trained by a cross-entropy term, see zlora.train.distill), while
+``predicted`` routes by the classifier's argmax; ``auto`` (default) = true in train mode, predicted
+in eval mode. The classifier must see the tap before the first routed layer runs, so the tap must
+come before every routed layer (checked at the first forward).
+"""
+from __future__ import annotations
+
+import re
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zlora.adapters.base import AdapterLayer, layer_generator, lora_a_init_
+from zlora.adapters.config import AdapterConfig
+from zlora.adapters.context import LanguageBatch
+from zlora.adapters.registry import ADAPTER_KINDS
+
+
+class MoLEState:
+    """Per-model routing state shared by every MoLE layer of one model (one forward at a time)."""
+
+    def __init__(self, n_languages: int):
+        self.n_languages = n_languages
+        self.mode = "auto"                       # auto | true | predicted
+        self.logits: Optional[torch.Tensor] = None    # (B, L) of the last forward
+        self.targets: Optional[torch.Tensor] = None   # (B,) language_context indices, if any
+        self.pred: Optional[LanguageBatch] = None
+        self.history: list = []                  # (logits, targets) of every tap call since reset
+        self.collect = False                     # keep history (set by the training extension)
+
+    def reset(self) -> None:
+        self.logits = self.targets = self.pred = None
+        self.history = []
+
+    def use_predicted(self, training: bool) -> bool:
+        if self.mode == "auto":
+            return not training
+        return self.mode == "predicted"
+
+
+class LIDClassifier(nn.Module):
+    """(B, d) pooled hidden state -> (B, L) language logits."""
+
+    def __init__(self, d_in: int, hidden: int, n_languages: int, gen: torch.Generator, **factory):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(d_in, hidden, **factory), nn.ReLU(),
+                                 nn.Linear(hidden, n_languages, **factory))
+        with torch.no_grad():
+            for lin in (self.net[0], self.net[2]):
+                bound = 1.0 / lin.in_features ** 0.5
+                for p in (lin.weight, lin.bias):
+                    p.copy_((torch.rand(p.shape, generator=gen) * 2 - 1) * bound)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.net(pooled)
+
+
+@ADAPTER_KINDS.register("mole")
+class MoLELayer(AdapterLayer):
+    """expert_A: (L, r, d_in) and expert_B: (L, r, d_out) frozen buffers; fused layers also own
+    fusion_logits: (L,) trainable."""
+
+    kind = "mole"
+    shared_down = False
+    shared_up = False
+    mergeable = False                 # routed layers depend on the classifier's decision
+
+    def __init__(self, base_layer: nn.Linear, cfg: AdapterConfig, name: str, **_: object):
+        super().__init__(base_layer, cfg, name)
+        f = self._factory()
+        self.register_buffer("expert_A", torch.zeros(self.n_languages, self.rank, self.in_features, **f))
+        self.register_buffer("expert_B", torch.zeros(self.n_languages, self.rank, self.out_features, **f))
+        lora_a_init_(self.expert_A, layer_generator(cfg, name))
+        self.fused = bool(cfg.mole_fused) and re.fullmatch(cfg.mole_fused, name) is not None
+        if self.fused:
+            self.fusion_logits = nn.Parameter(torch.zeros(self.n_languages, **f))
+        self.__dict__["state"] = None          # set by post_apply (shared, not a submodule)
+
+    # ---- wiring ------------------------------------------------------------------------------
+    @staticmethod
+    def post_apply(model: nn.Module, cfg: AdapterConfig, names: list[str]) -> None:
+        """Load the experts, build the shared state and the LID classifier, hook the tap module."""
+        layers = [model.get_submodule(n) for n in names]
+        if cfg.mole_experts:
+            load_experts(layers, cfg)
+        state = MoLEState(len(cfg.languages))
+        for layer in layers:
+            layer.__dict__["state"] = state
+        tap_name = cfg.mole_lid_tap or default_tap(names, cfg)
+        tap = model.get_submodule(tap_name)
+        d_in = _tap_width(model, tap_name, names)
+        owner = layers[0]
+        owner.lid_classifier = LIDClassifier(d_in, cfg.mole_lid_hidden, len(cfg.languages),
+                                             layer_generator(cfg, "mole.lid"), **owner._factory())
+        owner.__dict__["tap_name"] = tap_name
+        tap.register_forward_hook(lambda m, args, out: _on_tap(owner, state, args, out))
+
+    # ---- forward -------------------------------------------------------------------------------
+    def fusion_weights(self) -> torch.Tensor:
+        """(L,) convex combination weights of a fused layer."""
+        return torch.softmax(self.fusion_logits, dim=0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, ..., d_in) -> (B, ..., d_out)."""
+        if self.fused:
+            return self._forward_fused(x)
+        prev = self._language_batch
+        self._language_batch = self._routing_batch(x)
+        try:
+            return super().forward(x)
+        finally:
+            self._language_batch = prev
+
+    def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+        x2 = x.reshape(-1, self.in_features)
+        y = self.base_layer(x2)
+        xd = self.dropout(x2).to(self.expert_A.dtype)
+        w = self.fusion_weights().to(self.expert_A.dtype)
+        n, r = self.n_languages, self.rank
+        if self.cfg.mole_fusion == "weights":
+            a = torch.einsum("l,lrd->rd", w, self.expert_A)
+            bt = torch.einsum("l,lrd->rd", w, self.expert_B)
+            y = y.addmm_(F.linear(xd, a).to(y.dtype), bt.to(y.dtype))
+        else:
+            h = F.linear(xd, self.expert_A.reshape(n * r, -1))            # (N, L*r)
+            h = h * w.repeat_interleave(r)
+            y = y + h.to(y.dtype) @ self.expert_B.reshape(n * r, -1).to(y.dtype)
+        return y.view(*x.shape[:-1], self.out_features)
+
+    def _routing_batch(self, x: torch.Tensor) -> LanguageBatch:
+        state = self.state
+        if state.use_predicted(self.training):
+            if state.pred is None or state.pred.size != x.shape[0]:
+                raise RuntimeError(
+                    f"MoLE layer {self.adapter_name!r} needs the LID classifier's decision, but the tap "
+                    f"module did not run before it in this forward (mole_lid_tap must precede every "
+                    f"routed layer)")
+            return state.pred
+        batch = self._batch_for(x)
+        if batch is None:
+            raise RuntimeError(f"MoLE layer {self.adapter_name!r}: true-language routing needs a "
+                               "language_context")
+        return batch
+
+    # ---- AdapterLayer hooks (routed layers behave like `independent` with frozen experts) --------
+    def down_weight(self, lang: Optional[int]) -> torch.Tensor:
+        return self.expert_A[lang]
+
+    def down_bank(self) -> torch.Tensor:
+        return self.expert_A
+
+    def up_weight(self, lang: Optional[int]) -> torch.Tensor:
+        return self.expert_B[lang]                 # expert scaling already folded in
+
+    def split_hidden(self, h3: torch.Tensor, rows: torch.Tensor) -> tuple:
+        return None, None, h3, self.expert_B
+
+
+def _on_tap(owner: MoLELayer, state: MoLEState, args: tuple, out) -> None:
+    """Forward hook on the tap module: pool its output, classify, store the routing decision."""
+    h = out[0] if isinstance(out, (tuple, list)) else out        # (B, T, d)
+    mask = args[1] if len(args) > 1 else None
+    valid = _valid_frames(mask, h)                               # (B, T) float
+    pooled = (h * valid[..., None]).sum(1) / valid.sum(1, keepdim=True).clamp_min(1.0)
+    logits = owner.lid_classifier(pooled.to(owner.expert_A.dtype))
+    state.logits = logits
+    batch = owner._language_batch
+    state.targets = None if batch is None else batch.on(logits.device).expand(logits.shape[0])
+    if state.collect:
+        state.history.append((logits, state.targets))
+    state.pred = LanguageBatch(logits.detach().argmax(dim=-1), state.n_languages)
+
+
+def _valid_frames(mask: Optional[torch.Tensor], h: torch.Tensor) -> torch.Tensor:
+    """(B, T) 1 for real frames from a (B, 1, 1, T) key mask (bool: True valid; additive: 0 valid)."""
+    if mask is None:
+        return h.new_ones(h.shape[0], h.shape[1])
+    m = mask.reshape(mask.shape[0], -1)[:, -h.shape[1]:]
+    valid = m if m.dtype == torch.bool else m == 0
+    return valid.to(h.dtype)
+
+
+def default_tap(names: list[str], cfg: AdapterConfig) -> str:
+    """The block (``...layers.K``) holding the last fused linear; without fused layers, the block
+    before the first routed one."""
+    fused = [n for n in names if cfg.mole_fused and re.fullmatch(cfg.mole_fused, n)]
+    ref = fused[-1] if fused else names[0]
+    m = re.match(r"(.*layers\.)(\d+)\.", ref)
+    if m is None:
+        raise ValueError(f"mole: cannot infer the LID tap from {ref!r}; set adapter.mole_lid_tap")
+    k = int(m.group(2)) if fused else int(m.group(2)) - 1
+    if k < 0:
+        raise ValueError("mole: no fused layers and the first routed layer is layer 0: the LID "
+                         "classifier has nothing to read; set adapter.mole_fused or mole_lid_tap")
+    return f"{m.group(1)}{k}"
+
+
+def _tap_width(model: nn.Module, tap_name: str, names: list[str]) -> int:
+    """Width of the tap's output: in_features of the first wrapped q/k/v-like linear after it
+    (a transformer block's input and output have the same width)."""
+    for n in names:
+        layer = model.get_submodule(n)
+        if n.endswith(("q_proj", "k_proj", "v_proj", "fc1")):
+            return layer.in_features
+    return model.get_submodule(names[0]).in_features
+
+
+def load_experts(layers: list[MoLELayer], cfg: AdapterConfig) -> None:
+    """Copy every language's `lora` expert file (cfg.mole_experts[l]) into the stacked banks."""
+    from zlora.adapters.io import read_adapter_file
+
+    for li, path in enumerate(cfg.mole_experts):
+        tensors, fcfg = read_adapter_file(path)
+        if fcfg.get("kind") != "lora" or fcfg.get("rank") != cfg.rank:
+            raise ValueError(f"{path}: a MoLE expert must be a `lora` adapter of rank {cfg.rank}; "
+                             f"this file has kind {fcfg.get('kind')!r}, rank {fcfg.get('rank')!r}")
+        scale = float(fcfg["alpha"]) / float(fcfg["rank"])
+        with torch.no_grad():
+            for layer in layers:
+                a = _find(tensors, layer.adapter_name + ".lora_A", path)
+                b = _find(tensors, layer.adapter_name + ".lora_B", path)
+                layer.expert_A[li].copy_(a)
+                layer.expert_B[li].copy_(b.t() * scale)
+
+
+def _find(tensors: dict, key: str, path: str) -> torch.Tensor:
+    hits = [k for k in tensors if k == key or k.endswith("." + key)]
+    if len(hits) != 1:
+        raise ValueError(f"{path}: expected one tensor named like {key!r}, found {len(hits)}; "
+                         "was the expert trained with the same adapter.target_modules?")
+    return tensors[hits[0]]
+
+
+def mole_state(model: nn.Module) -> Optional[MoLEState]:
+    """The MoLEState of a model's MoLE layers, or None."""
+    for m in model.modules():
+        if isinstance(m, MoLELayer):
+            return m.state
+    return None
+
+
+def lid_loss(model: nn.Module) -> Optional[torch.Tensor]:
+    """Cross-entropy of the LID classifier over every tap call since the last reset (only calls
+    made inside a language_context count), or None when there is nothing to train."""
+    state = mole_state(model)
+    if state is None:
+        return None
+    terms = [F.cross_entropy(lg.float(), t) for lg, t in state.history if t is not None]
+    state.history = []
+    if not terms:
+        return None
+    return torch.stack(terms).mean()

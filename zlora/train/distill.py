@@ -1,0 +1,217 @@
+"""LoRA-KD (arXiv 2506.21555): distil per-language LoRA experts into one multilingual student LoRA,
+plus the training term of LoRA-MoLE's LID classifier. Both plug into the training loop as "loss
+extensions": callables ``ext(model, batch, out) -> out`` that the engine applies after the forward
+and before backward (``engine.loss_extensions``), adding terms to ``out["loss"]``.
+
+KD loss (the paper's layer-wise distillation):
+
+    L = L_ASR + layer_weight * mean_k (1 - cos(h_k^S, h_k^T))  + logit_weight * JS(p^S || p^T)
+
+- h_k: output of encoder layer k (every encoder layer that runs; cached bottom layers do not),
+  compared frame by frame over valid frames; the teacher of an utterance is the expert of its
+  language. ``mode: output`` drops the layer term (the paper's output-only ablation).
+- JS on the LLM's next-token distributions at the transcript positions (the paper's Whisper
+  decoder logits; ours come from the LLM). The experts are full stage-2 runs (encoder LoRA +
+  projector + LLM-LoRA on the frozen LLM), loaded from their exp dirs: the teacher logits are each
+  expert model's own. The student's LLM-LoRA and projector train with the ASR + JS terms; the
+  LLM-side layers are not distilled layer-wise (the experts differ there only through LLM-LoRA).
+
+Cost: one forward of each expert present in a batch, on the whole batch (no grad).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zlora.config import ConfigError
+
+LossExtension = Callable[[nn.Module, dict, dict], dict]
+
+
+@dataclass
+class DistillConfig:
+    """The ``distill:`` section of a training config."""
+    experts: list[str] = field(default_factory=list)   # expert exp dirs, one per language, same order
+    mode: Literal["layerwise", "output"] = "layerwise"
+    layer_weight: float = 1.0
+    logit_weight: float = 1.0
+    temperature: float = 1.0
+
+    def __post_init__(self):
+        if self.layer_weight < 0 or self.logit_weight < 0 or not self.temperature > 0:
+            raise ConfigError("distill: weights must be >= 0 and temperature > 0")
+
+
+# ---- losses ------------------------------------------------------------------------------------
+def cosine_distance(student: torch.Tensor, teacher: torch.Tensor,
+                    valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Mean of 1 - cos over frames: student/teacher (B, T, d), valid (B, T) {0,1} or None."""
+    d = 1.0 - F.cosine_similarity(student.float(), teacher.float(), dim=-1, eps=1e-8)
+    if valid is None:
+        return d.mean()
+    return (d * valid).sum() / valid.sum().clamp_min(1.0)
+
+
+def js_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                  temperature: float = 1.0) -> torch.Tensor:
+    """Jensen-Shannon divergence, mean over rows: logits (N, V). 0.5 KL(P||M) + 0.5 KL(Q||M)."""
+    if student_logits.numel() == 0:
+        return student_logits.sum() * 0.0
+    lp = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    lq = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    lm = torch.logsumexp(torch.stack([lp, lq]), dim=0) - torch.log(torch.tensor(2.0))
+    kl_p = (lp.exp() * (lp - lm)).sum(-1)
+    kl_q = (lq.exp() * (lq - lm)).sum(-1)
+    return (0.5 * (kl_p + kl_q)).mean()
+
+
+# ---- capturing hidden states and logits ----------------------------------------------------------
+class Capture:
+    """Forward hooks on a SpeechLLM's encoder layers and LM head; stores outputs while enabled."""
+
+    def __init__(self, model: nn.Module, always: bool = False):
+        self.layers: dict[int, tuple] = {}
+        self.logits: Optional[torch.Tensor] = None
+        self.always = always
+        for i, layer in enumerate(model.encoder.layers):
+            layer.register_forward_hook(self._layer_hook(i))
+        model.llm.get_output_embeddings().register_forward_hook(self._logit_hook)
+
+    def _on(self) -> bool:
+        return self.always or torch.is_grad_enabled()
+
+    def _layer_hook(self, i: int):
+        def hook(module, args, out):
+            if self._on():
+                h = out[0] if isinstance(out, (tuple, list)) else out
+                self.layers[i] = (h, args[1] if len(args) > 1 else None)
+        return hook
+
+    def _logit_hook(self, module, args, out):
+        if self._on():
+            self.logits = out
+
+    def take(self) -> tuple[dict, Optional[torch.Tensor]]:
+        layers, logits = self.layers, self.logits
+        self.layers, self.logits = {}, None
+        return layers, logits
+
+
+def token_languages(batch: dict) -> torch.Tensor:
+    """(N,) language of every target token, in SpeechLLM.forward's order (row-major over LLM rows,
+    each utterance contributing len(text) + 1 (EOS) tokens)."""
+    from zlora.models.speech_llm import pack_rows
+
+    lang_ids = batch["lang_ids"]
+    rows = pack_rows(lang_ids, batch.get("pack_ids"))
+    langs = [int(lang_ids[u]) for row in rows for u in row for _ in range(len(batch["text_ids"][u]) + 1)]
+    return torch.tensor(langs, dtype=torch.long)
+
+
+# ---- the KD extension ------------------------------------------------------------------------------
+class DistillExtension:
+    """Adds the KD terms; ``teachers[l]``: a frozen SpeechLLM (the expert of language index l)."""
+
+    def __init__(self, model: nn.Module, teachers: dict[int, nn.Module], cfg: DistillConfig):
+        self.cfg, self.teachers = cfg, teachers
+        self.student = Capture(model)
+        self.captures = {l: Capture(t, always=True) for l, t in teachers.items()}
+        for t in teachers.values():
+            t.requires_grad_(False)
+        self.last: dict = {}
+
+    def __call__(self, model: nn.Module, batch: dict, out: dict) -> dict:
+        s_layers, s_logits = self.student.take()
+        lang_ids = batch["lang_ids"]
+        layer_terms, tok_langs = [], token_languages(batch).to(lang_ids.device)
+        js_sum = s_logits.new_zeros(()) if s_logits is not None else None
+        for lang in sorted(set(lang_ids.tolist())):
+            t_layers, t_logits = self._teacher_forward(lang, batch)
+            rows = (lang_ids == lang)
+            if self.cfg.mode == "layerwise":
+                layer_terms += [self._layer_term(s_layers[k], t_layers[k], rows) for k in s_layers]
+            if s_logits is not None and t_logits is not None:
+                sel = tok_langs.to(s_logits.device) == lang
+                js_sum = js_sum + js_divergence(s_logits[sel], t_logits[sel], self.cfg.temperature) * sel.sum()
+        loss = out["loss"]
+        layer = torch.stack(layer_terms).mean() if layer_terms else loss.new_zeros(())
+        js = js_sum / max(len(tok_langs), 1) if js_sum is not None else loss.new_zeros(())
+        self.last = {"kd_layer": float(layer.detach()), "kd_js": float(js.detach())}
+        out = dict(out)
+        out["loss"] = loss + self.cfg.layer_weight * layer + self.cfg.logit_weight * js
+        return out
+
+    @torch.no_grad()
+    def _teacher_forward(self, lang: int, batch: dict) -> tuple[dict, Optional[torch.Tensor]]:
+        teacher = self.teachers.get(lang)
+        if teacher is None:
+            raise ConfigError(f"distill: no expert for language index {lang}")
+        teacher(batch)
+        return self.captures[lang].take()
+
+    @staticmethod
+    def _layer_term(s: tuple, t: tuple, rows: torch.Tensor) -> torch.Tensor:
+        from zlora.adapters.mole import _valid_frames
+
+        (hs, mask), (ht, _) = s, t
+        valid = _valid_frames(mask, hs)
+        return cosine_distance(hs[rows], ht[rows].to(hs.dtype), valid[rows])
+
+
+class MoLELIDExtension:
+    """Adds weight * CE(LID classifier logits, true language) for a `mole` encoder adapter."""
+
+    def __init__(self, model: nn.Module, weight: float):
+        from zlora.adapters.mole import mole_state
+
+        self.weight = weight
+        mole_state(model).collect = True
+
+    def __call__(self, model: nn.Module, batch: dict, out: dict) -> dict:
+        from zlora.adapters.mole import lid_loss
+
+        term = lid_loss(model)
+        if term is None:
+            return out
+        return {**out, "loss": out["loss"] + self.weight * term, "lid_loss": float(term.detach())}
+
+
+def load_teachers(cfg: DistillConfig, languages: list[str], device) -> dict[int, nn.Module]:
+    from zlora.train.checkpoint import load_model_for_inference
+
+    if len(cfg.experts) != len(languages):
+        raise ConfigError(f"distill.experts has {len(cfg.experts)} exp dirs, languages has "
+                          f"{len(languages)}: give one expert per language, same order")
+    teachers = {}
+    for i, exp in enumerate(cfg.experts):
+        model, tcfg = load_model_for_inference(exp)
+        if list(tcfg.languages) != list(languages):
+            raise ConfigError(f"distill.experts[{i}] {exp}: languages {tcfg.languages} differ from "
+                              f"this run's {languages}")
+        teachers[i] = model.to(device).eval()
+        if model.cfg.encoder.chunked:
+            teachers[i].encoder.train()     # so it uses the batch's chunk_seconds like the student
+    return teachers
+
+
+def build_loss_extensions(cfg, model: nn.Module, device=None) -> list[LossExtension]:
+    """Extensions for a TrainConfig: MoLE's LID loss and/or KD from experts."""
+    exts: list[LossExtension] = []
+    adapter = getattr(cfg, "adapter", None)
+    if adapter is not None and adapter.kind == "mole" and adapter.mole_lid_loss_weight > 0:
+        exts.append(MoLELIDExtension(model, adapter.mole_lid_loss_weight))
+    dcfg = getattr(cfg, "distill", None)
+    if dcfg is not None:
+        teachers = load_teachers(dcfg, list(cfg.languages), device or torch.device("cpu"))
+        exts.append(DistillExtension(model, teachers, dcfg))
+    return exts
+
+
+def apply_loss_extensions(exts: list[LossExtension], model: nn.Module, batch: dict, out: dict) -> dict:
+    for ext in exts:
+        out = ext(model, batch, out)
+    return out
