@@ -15,5 +15,9 @@ def test_bench_train_quick(run_quick):
         assert r["audio_s_per_s"] > 0 and r["tokens_per_s"] > 0
     # zipper-soft trains more than plain LoRA (per-language B + router)
     assert steps[1]["trainable_params"] > steps[0]["trainable_params"]
+    packing = [r for r in rows if r["bench"] == "packing"]
+    assert {r["max_tokens"] for r in packing} == {320, 640, 1024, 2048}
+    for r in packing:   # the packer can never beat the per-language lower bound on packs
+        assert r["packs"] >= r["min_packs"] and r["pack_fill"] <= r["pack_fill_upper_bound"] <= 1
     mem = [r for r in rows if r["bench"] == "train_step_memory"]
     assert len(mem) == 1 and mem[0]["peak_rss_mib"] >= mem[0]["rss_after_build_mib"] > 0

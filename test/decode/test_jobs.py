@@ -43,3 +43,16 @@ def test_write_part_refuses_missing_hyp(tmp_path):
     with pytest.raises(RuntimeError, match="no hypothesis"):
         write_part(p, {p.utts[0]: "a"}, {})
     assert not p.done
+
+
+def test_merged_output_is_current_only_for_the_same_parts(tmp_path):
+    from zlora.decode.jobs import merged_is_current
+
+    parts = split_utts(_utts(5), 2, tmp_path)
+    for p in parts:
+        write_part(p, {u: "h" for u in p.utts}, {"utts": len(p.utts), "audio_seconds": 1.0,
+                                                 "decode_seconds": 0.1})
+    assert not merged_is_current(parts, tmp_path)
+    merge_parts(parts, tmp_path)
+    assert merged_is_current(split_utts(_utts(5), 2, tmp_path), tmp_path)
+    assert not merged_is_current(split_utts(_utts(6), 2, tmp_path), tmp_path)

@@ -163,3 +163,20 @@ def test_language_free_adapter_kind_gets_the_model_languages(make_model):
     merged = merge_for_language(model, "fr")            # one call folds encoder and LLM adapters
     with torch.no_grad():
         torch.testing.assert_close(model(batch)["loss"], merged(batch)["loss"], atol=1e-5, rtol=1e-5)
+
+
+def test_whole_llm_from_stage_1_loads_under_stage_2_llm_lora(make_model):
+    """mini12's path: stage 1 trains a from-scratch LLM whole (no LLM-LoRA); stage 2 freezes it and
+    wraps its linears in LoRA. The stage-1 weights must land in the wrapped base layers."""
+    s1 = make_model(seed=1, llm={"trainable": True}, llm_lora={"enabled": False})
+    s1.set_stage(1)
+    sd = s1.trainable_state_dict()
+    assert any(k.startswith("llm.") and "base_layer" not in k for k in sd)
+    s2 = make_model(seed=2, llm={"trainable": False}, llm_lora={"enabled": True})
+    s2.set_stage(1)
+    s2.load_trainable_state_dict(sd, strict=False)
+    s2.set_stage(2, AdapterConfig(kind="lora", rank=2, alpha=4.0))
+    batch = random_batch([40, 33], seed=3)
+    s1.eval(), s2.eval()
+    with torch.no_grad():                     # LoRA B starts at zero: same function as stage 1
+        torch.testing.assert_close(s2(batch)["loss"], s1(batch)["loss"])

@@ -72,3 +72,24 @@ def test_truncated_state_file_names_the_file(tmp_path):
     (tmp_path / "trainer.pt").write_bytes(data[: len(data) // 2])
     with pytest.raises(ck.CheckpointError, match="trainer.pt: cannot load"):
         ck.load_state(tmp_path / "trainer.pt")
+
+
+def test_frozen_fingerprint_skips_aliases_of_trainable_tied_weights():
+    import torch
+    from zlora.train.checkpoint import frozen_fingerprint
+
+    class Tied(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.Embedding(5, 3)
+            self.head = torch.nn.Linear(3, 5, bias=False)
+            self.head.weight = self.emb.weight          # tied, like tie_word_embeddings
+            self.frozen = torch.nn.Linear(3, 3)
+            self.frozen.requires_grad_(False)
+
+        def trainable_state_dict(self):
+            return {n: p.detach() for n, p in self.named_parameters() if p.requires_grad}
+
+    fp = frozen_fingerprint(Tied())
+    assert "head.weight" not in fp and "emb.weight" not in fp
+    assert set(fp) == {"frozen.weight", "frozen.bias"}

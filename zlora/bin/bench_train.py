@@ -17,9 +17,11 @@ PackBatchSampler -> DataLoader with collate_packs) and trained by zlora.train.Tr
 through the DDP engine (one gloo rank), exactly as ``zlora.bin.train`` does.
 
 Timing: every kind gets its own model, data and trainer; repetitions run the kinds interleaved
-(rotating order) and report medians, so all kinds see the same machine load. A step's time is the
+(rotating order) and report medians, so all kinds see the same machine load; wall time and process
+CPU time (robust to other jobs when torch runs one thread) are both printed. A step's time is the
 loader's ``next()`` (reading + collating the micro-batch) plus ``Trainer.train_step`` (forward,
-backward, clip, AdamW, adapter hooks). Peak memory is the peak RSS (VmHWM) of a fresh child process per kind that builds the kind and runs ``--memory_steps`` steps (the
+backward, clip, AdamW, adapter hooks). Peak memory is the peak RSS (VmHWM) of a fresh child
+process per kind that builds the kind and runs ``--memory_steps`` steps (the
 in-process numbers would mix the kinds); both the peak and its rise over the RSS after building
 the model are printed. One JSON object per line.
 """

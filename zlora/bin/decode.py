@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from zlora.config import load_config, save_config
-from zlora.decode.jobs import Part, merge_parts, part_device, split_utts, threads_per_job, write_part
+from zlora.decode.jobs import (Part, merge_parts, merged_is_current, part_device, split_utts,
+                               threads_per_job, write_part)
 from zlora.utils.cli import UserError, run_main
 from zlora.utils.log import get_logger, setup_logging
 
@@ -58,6 +59,9 @@ def main(argv: list[str]) -> int:
     check_lang_mode(cfg)
     utts = read_inputs(cfg)
     parts = split_utts(utts, cfg.nj, out)
+    if merged_is_current(parts, out):
+        log.info("%s is complete for these utterances; nothing to do", out / "text")
+        return 0
     todo = [p for p in parts if not p.done]
     log.info("%d utts in %d parts; %d to decode", len(utts), len(parts), len(todo))
     run_parts(cfg, todo)

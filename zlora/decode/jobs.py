@@ -63,6 +63,17 @@ def write_part(part: Part, hyps: dict[str, str], stats: dict) -> None:
     atomic_write_text(part.dir / ".done", part.key + "\n")
 
 
+def merged_key(parts: list[Part]) -> str:
+    return hashlib.sha256("\n".join(p.key for p in parts).encode()).hexdigest()
+
+
+def merged_is_current(parts: list[Part], out: Path) -> bool:
+    """True when ``out/text`` was merged from exactly these (finished) parts: a rerun is a no-op."""
+    marker = out / ".done"
+    return (marker.is_file() and (out / "text").is_file() and all(p.done for p in parts)
+            and marker.read_text(encoding="utf-8").strip() == merged_key(parts))
+
+
 def merge_parts(parts: list[Part], out: Path) -> dict:
     """Concatenate finished parts into ``out/text`` (sorted) and ``out/rtf.json``; returns the RTF summary."""
     not_done = [p.index for p in parts if not p.done]
@@ -87,6 +98,7 @@ def merge_parts(parts: list[Part], out: Path) -> dict:
         "rtf": round(decode_s / audio_s, 5) if audio_s > 0 else None, "parts": len(parts),
     }
     atomic_write_text(out / "rtf.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / ".done", merged_key(parts) + "\n")
     return summary
 
 

@@ -193,6 +193,21 @@ def trainable_state_dict(model: "SpeechLLM") -> dict[str, torch.Tensor]:
     return out
 
 
+def _follow_wrapping(sd: dict[str, torch.Tensor], known: dict) -> dict[str, torch.Tensor]:
+    """Rename ``a.b.weight`` to ``a.b.base_layer.weight`` where the model has since wrapped that
+    linear layer in an adapter: a stage-1 model whose LLM trained whole (no LLM-LoRA) loads into a
+    stage-2 model that adds LLM-LoRA around the same, now frozen, weights."""
+    out = {}
+    for k, v in sd.items():
+        if k not in known:
+            head, _, leaf = k.rpartition(".")
+            wrapped = f"{head}.base_layer.{leaf}"
+            if wrapped in known:
+                k = wrapped
+        out[k] = v
+    return out
+
+
 def load_trainable_state_dict(model: "SpeechLLM", sd: dict[str, torch.Tensor], strict: bool = True) -> None:
     """Load tensors saved by :func:`trainable_state_dict`.
 
@@ -200,6 +215,7 @@ def load_trainable_state_dict(model: "SpeechLLM", sd: dict[str, torch.Tensor], s
     current stage must be present and nothing frozen may be overwritten.
     """
     known = model.state_dict()
+    sd = _follow_wrapping(sd, known)
     unknown = sorted(set(sd) - set(known))
     if unknown:
         raise ValueError(f"{len(unknown)} tensor(s) not in this model, e.g. {unknown[:3]}")

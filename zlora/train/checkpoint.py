@@ -132,10 +132,14 @@ def seed_everything(seed: int) -> None:
 # ---- frozen-weight fingerprint ------------------------------------------------------------------------
 def frozen_fingerprint(model: torch.nn.Module) -> dict[str, str]:
     """{name: "dtype shape crc32"} of every frozen parameter and buffer not in the checkpoint."""
-    trainable = set(model.trainable_state_dict())
+    trainable_sd = model.trainable_state_dict()
+    trainable = set(trainable_sd)
+    # Tied weights (e.g. lm_head.weight = embed_tokens.weight) appear under a second name: they
+    # change with the trainable tensor they share storage with, so they are not frozen.
+    shared = {t.data_ptr() for t in trainable_sd.values() if t.numel()}
     out = {}
     for name, t in model.state_dict().items():
-        if name in trainable:
+        if name in trainable or (t.numel() and t.data_ptr() in shared):
             continue
         flat = t.detach().cpu().contiguous().reshape(-1)
         crc = zlib.crc32(flat.view(torch.uint8).numpy()) if flat.numel() else 0

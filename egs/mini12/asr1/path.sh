@@ -1,5 +1,5 @@
 # Sourced by run.sh: the zlora repo on PYTHONPATH, its venv (if any) first on PATH, no model hub.
-ZLORA_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
+ZLORA_ROOT=${ZLORA_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)}
 export ZLORA_ROOT
 export PYTHONPATH="$ZLORA_ROOT${PYTHONPATH:+:$PYTHONPATH}"
 if [ -x "$ZLORA_ROOT/.venv/bin/python" ]; then
