@@ -57,7 +57,7 @@ def test_every_stage_leaves_its_outputs(recipe):
         assert (exp / "decode_test" / "score" / "result.json").is_file(), m
         n_hyp = len((exp / "decode_test" / "text").read_text().splitlines())
         assert n_hyp == len((d / "data/test/text").read_text().splitlines())
-    for fig in ["fig5_radar", "fig6_relchange", "fig7_lid", "loss"]:
+    for fig in ["fig5_radar", "fig6_relchange", "fig7_lid", "loss", "router_p", "fig8_tsne"]:
         assert (d / "figures" / f"{fig}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -162,5 +162,20 @@ if [ "$stage" -le 8 ] && [ "$stop_stage" -ge 8 ]; then
   python -m zlora.bin.plot relchange --out figures/fig6_relchange.png --baseline Vanilla-LoRA "${scores[@]}"
   python -m zlora.bin.plot lid --out figures/fig7_lid.png "$lid"
   python -m zlora.bin.plot loss --out figures/loss.png exp/stage1/metrics.jsonl
+  seed=${seeds%% *}
+  if [[ " $methods " == *" zipper-soft "* ]]; then    # where each language leans on its own ranks
+    zs=$(stage2_exp zipper-soft "$seed")
+    python -m zlora.bin.router_probs --exp "$zs" --out "$zs/router_p.json"
+    python -m zlora.bin.plot router --out figures/router_p.png "$zs/router_p.json"
+  fi
+  if [[ " $methods " == *" lora "* && " $methods " == *" zipper-soft "* ]]; then   # Fig. 8
+    for m in lora zipper-soft; do
+      python -m zlora.bin.dump_embeddings --exp "$(stage2_exp "$m" "$seed")" --data data/test \
+        --feats dump/test/enc4/feats.scp --out "$(stage2_exp "$m" "$seed")/embeddings_test.safetensors"
+    done
+    python -m zlora.bin.plot tsne --out figures/fig8_tsne.png --utt2lang data/test/utt2lang \
+      "Vanilla-LoRA=$(stage2_exp lora "$seed")/embeddings_test.safetensors" \
+      "Zipper-LoRA-Soft=$(stage2_exp zipper-soft "$seed")/embeddings_test.safetensors"
+  fi
 fi
 log "done"
