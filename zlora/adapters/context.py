@@ -109,12 +109,19 @@ def language_context(model: nn.Module, langs: Langs) -> Iterator[None]:
         if layer.languages != languages:
             raise ValueError(f"adapter layers disagree on languages: {layer.adapter_name} has "
                              f"{layer.languages}, {layers[0].adapter_name} has {languages}")
-    batch = to_language_batch(langs, languages)
-    previous = [layer._language_batch for layer in layers]
+    with set_on_layers(layers, "_language_batch", to_language_batch(langs, languages)):
+        yield
+
+
+@contextlib.contextmanager
+def set_on_layers(layers: list, attr: str, value) -> Iterator[None]:
+    """Set ``attr`` on every layer for the duration; restore each previous value on exit (so
+    contexts nest and an exception never leaves a batch's routing behind)."""
+    previous = [getattr(layer, attr) for layer in layers]
     try:
         for layer in layers:
-            layer._language_batch = batch
+            setattr(layer, attr, value)
         yield
     finally:
         for layer, prev in zip(layers, previous):
-            layer._language_batch = prev
+            setattr(layer, attr, prev)

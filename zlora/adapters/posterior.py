@@ -11,6 +11,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from zlora.adapters.context import set_on_layers
+
 
 def _zipper_layers(model: nn.Module) -> list:
     from zlora.adapters.zipper_soft import ZipperSoftLayer
@@ -31,11 +33,5 @@ def language_posterior_context(model: nn.Module, post: torch.Tensor) -> Iterator
                          f"{layers[0].n_languages}) over {layers[0].languages}")
     if layers and not torch.allclose(post.sum(-1), torch.ones_like(post[:, 0]), atol=1e-4):
         raise ValueError("language posterior rows must sum to 1")
-    previous = [layer._posterior for layer in layers]
-    try:
-        for layer in layers:
-            layer._posterior = post
+    with set_on_layers(layers, "_posterior", post):
         yield
-    finally:
-        for layer, prev in zip(layers, previous):
-            layer._posterior = prev
