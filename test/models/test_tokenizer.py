@@ -61,3 +61,23 @@ def test_train_tokenizer_cli(tmp_path, capsys):
         run_main(main, ["--text", str(tmp_path / "text"), "--vocab_size", "120", "--out",
                         str(tmp_path / "x"), "--languages", "en,xx"])
     assert e.value.code == 2 and "no prompt for language(s) xx" in capsys.readouterr().err
+
+
+def test_prompt_symbols_make_each_tag_prompt_one_piece(tmp_path):
+    (tmp_path / "text").write_text("u1 one two three\nu2 un deux trois\n", encoding="utf-8")
+    (tmp_path / "tags.yaml").write_text('prompts: {en: "<|en|>", fr: "<|fr|>"}\n', encoding="utf-8")
+    tok = train_sentencepiece([tmp_path / "text"], tmp_path / "sp", 300, prompts_file=str(tmp_path / "tags.yaml"),
+                              prompt_symbols=True)
+    for tag in ("<|en|>", "<|fr|>"):
+        pieces = tok.sp.encode(tag, out_type=str)
+        assert tag in pieces and len(pieces) <= 2, pieces        # the tag (after sentencepiece's "▁")
+        assert tok.decode(tok.encode(tag)) == tag
+    plain = train_sentencepiece([tmp_path / "text"], tmp_path / "sp2", 300, prompts_file=str(tmp_path / "tags.yaml"))
+    assert len(plain.sp.encode("<|en|>")) > 2                      # without the option: characters
+
+
+def test_prompt_symbols_refuse_prompts_with_spaces(tmp_path):
+    (tmp_path / "text").write_text("u1 one two\n", encoding="utf-8")
+    with pytest.raises(UserError, match="prompt for 'en'.*whitespace"):
+        train_sentencepiece([tmp_path / "text"], tmp_path / "sp", 100, languages=["en"], prompt_symbols=True)
+    assert not (tmp_path / "sp.model").exists()

@@ -120,3 +120,30 @@ def test_report_with_figures(runs):
     text = out.read_text()
     assert "](figs/radar-test-full.png)" in text and "](figs/relchange-test-full.png)" in text
     assert (tmp / "res" / "figs" / "radar-test-chunked.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_lid_section_from_lid_json(runs, tmp_path):
+    _, dirs = runs
+    lid = {"lang_mode": "whisper_lid", "utts": 4, "accuracy": 0.75,
+           "per_language": {"en": {"utts": 2, "correct": 2, "accuracy": 1.0},
+                            "ja": {"utts": 2, "correct": 1, "accuracy": 0.5}}}
+    (tmp_path / "lid.json").write_text(json.dumps(lid))
+    out = tmp_path / "R.md"
+    with pytest.raises(SystemExit) as e:
+        report_cli_main(["--out", str(out), "--high", "en,fr", "--low", "ja",
+                         "--lid", f"KD (LID: Whisper)={tmp_path / 'lid.json'}", *dirs])
+    assert e.value.code == 0
+    text = out.read_text()
+    assert "## Language identification" in text
+    assert "| KD (LID: Whisper) | whisper_lid | 100.0 | 50.0 | 75.0 | 4 |" in text
+    for bad in ("nolabel", f"x={tmp_path / 'missing.json'}", f"x={dirs[0]}/result.json"):
+        with pytest.raises(SystemExit) as e:
+            report_cli_main(["--out", str(tmp_path / "R2.md"), "--lid", bad, *dirs])
+        assert e.value.code == 2
+    assert not (tmp_path / "R2.md").exists()
+
+
+def report_cli_main(argv):
+    from zlora.utils.cli import run_main
+
+    run_main(report_cli.main, argv)

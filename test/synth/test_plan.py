@@ -90,7 +90,7 @@ def test_config_errors_name_the_problem(monkeypatch):
     with pytest.raises(ValueError, match="voice variants after exclusions"):
         plan_corpus(_cfg(n_test_variants=14), VARIANTS)
     # A generator that cannot give enough distinct transcripts is an error, not a short split.
-    monkeypatch.setattr("zlora.data.synth.plan.make_text", lambda lang, domain, lex, rng: "same")
+    monkeypatch.setattr("zlora.data.synth.plan.make_text", lambda lang, domain, lex, rng, digits=4: "same")
     with pytest.raises(ValueError, match="en/test: only 1 distinct transcripts of 5"):
         plan_corpus(_cfg(), VARIANTS)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from zlora.scoring.report import ReportOptions, load_run, write_results_md
+from zlora.scoring.report import ReportOptions, load_lid, load_run, write_results_md
 from zlora.utils.cli import UserError, run_main
 from zlora.utils.log import get_logger, setup_logging
 
@@ -28,6 +28,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--baseline", default="Vanilla-LoRA", help="method for the relative change ('' for none)")
     p.add_argument("--title", default="Results")
     p.add_argument("--figures", help="also write Fig. 5/6 PNGs into this dir and link them")
+    p.add_argument("--lid", action="append", default=[], metavar="LABEL=LID_JSON",
+                   help="add a LID-accuracy row from a language-agnostic decode's lid.json (repeatable)")
     p.add_argument("runs", nargs="+", help="score dirs (or NAME=DIR)")
     return p.parse_args(argv)
 
@@ -43,7 +45,7 @@ def main(argv: list[str]) -> int:
         raise UserError(f"--high and --low share {sorted(overlap)}")
     runs = [load_run(arg) for arg in args.runs]
     opts = ReportOptions(groups=groups, baseline=args.baseline or None, title=args.title,
-                         figures_dir=args.figures)
+                         figures_dir=args.figures, lid=[load_lid(a) for a in args.lid])
     write_results_md(runs, opts, args.out)
     log.info("wrote %s from %d runs", args.out, len(runs))
     return 0

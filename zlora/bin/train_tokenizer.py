@@ -28,6 +28,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--model_type", choices=["unigram", "bpe", "char"], default="unigram")
     p.add_argument("--character_coverage", type=float, default=1.0)
     p.add_argument("--prompts", default=None, help="prompts yaml (default: the packaged one)")
+    p.add_argument("--prompt_symbols", action="store_true",
+                   help="make every prompt a single piece (tag prompts like '<|de|>', no whitespace)")
     return p.parse_args(argv)
 
 
@@ -39,7 +41,8 @@ def main(argv: list[str]) -> int:
     langs = [x for x in args.languages.split(",") if x] if args.languages else None
     tok = train_sentencepiece(args.text, args.out, args.vocab_size, kaldi_text=args.format == "kaldi",
                               model_type=args.model_type, character_coverage=args.character_coverage,
-                              prompts_file=args.prompts, languages=langs)
+                              prompts_file=args.prompts, languages=langs,
+                              prompt_symbols=args.prompt_symbols)
     log.info("wrote %s.model: %d pieces (eos %d, pad %d)", args.out, tok.vocab_size, tok.eos_id, tok.pad_id)
     return 0
 

@@ -97,7 +97,8 @@ def train_sentencepiece(text_files: list[str | os.PathLike], out_prefix: str | o
                         vocab_size: int, kaldi_text: bool = True, model_type: str = "unigram",
                         character_coverage: float = 1.0, byte_fallback: bool = False,
                         prompts_file: str | None = None,
-                        languages: list[str] | None = None) -> SentencePieceTokenizer:
+                        languages: list[str] | None = None,
+                        prompt_symbols: bool = False) -> SentencePieceTokenizer:
     """Train ``out_prefix.model``/``.vocab`` on the transcripts plus the prompts of ``languages``
     (default: every prompt in the prompts file); returns it.
 
@@ -105,10 +106,15 @@ def train_sentencepiece(text_files: list[str | os.PathLike], out_prefix: str | o
     ``identity`` so decode(encode(x)) == x and scoring sees exactly what the model wrote (NFKC
     would silently rewrite e.g. full-width digits). ``vocab_size`` is a soft limit: a tiny corpus
     gets a smaller vocabulary instead of an error.
+
+    ``prompt_symbols``: every prompt becomes one piece (a sentencepiece user-defined symbol), for
+    tag prompts such as ``<|de|>``; prompts containing whitespace are refused, since sentencepiece
+    splits at whitespace before matching symbols.
     """
     import sentencepiece as spm
 
     prompts = load_prompts(prompts_file) if languages is None else prompts_for(languages, prompts_file)
+    symbols = _prompt_symbols(prompts, prompts_file) if prompt_symbols else []
     lines = read_training_text(text_files, kaldi_text) + list(prompts.values())
     out_prefix = Path(out_prefix)
     out_prefix.parent.mkdir(parents=True, exist_ok=True)
@@ -121,9 +127,19 @@ def train_sentencepiece(text_files: list[str | os.PathLike], out_prefix: str | o
                 model_type=model_type, character_coverage=character_coverage,
                 byte_fallback=byte_fallback, normalization_rule_name="identity",
                 pad_id=0, unk_id=1, eos_id=2, bos_id=-1, hard_vocab_limit=False,
-                minloglevel=2, num_threads=1)
+                user_defined_symbols=symbols, minloglevel=2, num_threads=1)
         except RuntimeError as e:
             raise UserError(f"sentencepiece training for {out_prefix} failed: {e}") from e
         for ext in (".vocab", ".model"):  # .model last: its presence means the pair is complete
             os.replace(Path(tmp) / f"sp{ext}", f"{out_prefix}{ext}")
     return SentencePieceTokenizer(f"{out_prefix}.model")
+
+
+def _prompt_symbols(prompts: dict[str, str], prompts_file: str | None) -> list[str]:
+    """The prompts as user-defined symbols; a prompt with whitespace is an error naming it."""
+    for lang, text in prompts.items():
+        if text != text.strip() or any(c.isspace() for c in text):
+            raise UserError(f"{prompts_file or 'the packaged prompts file'}: prompt for {lang!r} "
+                            f"({text!r}) contains whitespace, so it cannot be one tokenizer piece; "
+                            "use single-token tags such as '<|de|>' with prompt symbols")
+    return list(dict.fromkeys(prompts.values()))

@@ -268,6 +268,7 @@ class ReportOptions:
     baseline: str | None = "Vanilla-LoRA"
     title: str = "Results"
     figures_dir: str | None = None   # also draw Fig. 5/6 PNGs here and link them
+    lid: list[tuple[str, dict]] = field(default_factory=list)   # (row label, lid.json content)
 
 
 def section_title(test_set: str, regime: str) -> str:
@@ -284,6 +285,8 @@ def build_results_md(runs: list[Run], opts: ReportOptions, out_path: str | os.Pa
     order = sorted(grouped, key=lambda k: (k[0], {"chunked": 0, "full": 1}.get(k[1], 2)))
     for key in order:
         parts += _section(key, grouped[key], opts, out_path)
+    if opts.lid:
+        parts += lid_section(opts.lid, [x for langs in opts.groups.values() for x in langs])
     parts += _provenance(runs)
     return "\n".join(parts).rstrip() + "\n"
 
@@ -335,6 +338,36 @@ def _figures(key, rows, opts: ReportOptions, all_langs, out_path) -> list[str]:
 
 def _slug(s: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in s)
+
+
+def load_lid(arg: str) -> tuple[str, dict]:
+    """LABEL=PATH to a decode dir's lid.json (zlora.decode.agnostic.lid_report) -> (label, dict)."""
+    label, sep, path = arg.partition("=")
+    if not sep or not label or not path:
+        raise UserError(f"--lid {arg!r}: expected LABEL=path/to/lid.json")
+    try:
+        rep = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise UserError(f"--lid {path}: cannot read a lid.json ({e})") from e
+    if not isinstance(rep, dict) or not {"accuracy", "utts", "per_language"} <= rep.keys():
+        raise UserError(f"--lid {path}: not a lid.json (needs accuracy, utts, per_language)")
+    return label, rep
+
+
+def lid_section(lid: list[tuple[str, dict]], langs: list[str]) -> list[str]:
+    """LID accuracy (%) per language of language-agnostic decoding runs, one row per label."""
+    seen = sorted({x for _, rep in lid for x in rep["per_language"]})
+    langs = [x for x in langs if x in seen] + [x for x in seen if x not in langs]
+    head = ["Decoding run", "LID from", *langs, "All", "utts"]
+    rows = ["| " + " | ".join(head) + " |", "| --- | --- |" + " ---: |" * (len(head) - 2)]
+    for label, rep in lid:
+        per = rep["per_language"]
+        cells = [f"{100 * per[x]['accuracy']:.1f}" if x in per else "-" for x in langs]
+        rows.append(f"| {label} | {rep.get('lang_mode', '?')} | " + " | ".join(cells)
+                    + f" | {100 * rep['accuracy']:.1f} | {rep['utts']} |")
+    return ["## Language identification in language-agnostic decoding", "",
+            "Accuracy (%) of the language each run decoded with, against utt2lang "
+            "(`lid.json` of the decode dir).", "", *rows, ""]
 
 
 def _provenance(runs: list[Run]) -> list[str]:

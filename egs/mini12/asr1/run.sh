@@ -2,9 +2,12 @@
 # mini12: the Zipper-LoRA pipeline end to end on a 12-language corpus synthesised on the spot with
 # espeak-ng, sized for a 2-core CPU (README.md explains the design and the demo shortcuts).
 # Stages: 0 tools and models, 1 data prep, 2 features + encoder caches, 3 LID embeddings,
-# 4 stage-1 training, 5 stage-2 SFT per method, 6 decoding, 7 scoring + RESULTS.md, 8 figures.
+# 4 stage-1 training, 5 stage-2 SFT per method, 6 decoding, 7 scoring + RESULTS.md, 8 figures;
+# beyond `make demo` (arXiv 2506.21555): 9 LoRA language experts, 10 LoRA-MoLE and LoRA-KD,
+# 11 their decoding, known-language and language-agnostic, with LID accuracy in RESULTS.md.
 #   ./run.sh                                 # everything (what `make demo` runs)
 #   ./run.sh --stage 5 --stop_stage 7 --methods "lora zipper-soft"
+#   ./run.sh --stage 9 --stop_stage 11                 # the second paper, after the demo
 #   ./run.sh --config conf/multiseed.conf    # 3 seeds per method: mean and spread in RESULTS.md
 set -euo pipefail
 
@@ -23,8 +26,10 @@ decode_config=conf/decode.yaml
 low_hours=0.0016                # hours kept per low-resource language (~1/100+ of a high one)
 whisper_dir=                    # default: $ZLORA_ROOT/.cache/whisper-base (converted in stage 0)
 vocab_size=1500                 # sentencepiece vocabulary of the from-scratch LLM
+prompts=conf/prompts_tags.yaml  # its prompts: one piece each (must match model.prompts_file)
 nj=2
 decode_sets="dev test"
+lre_sets="test"                 # stage 11 (second paper) decodes these sets
 train_opts=                     # extra "--key value" overrides for every training run
 threads=                        # torch threads per process (default: all cores)
 
@@ -99,7 +104,8 @@ fi
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   log "stage 4: tokenizer and stage-1 (foundation) training"
   python -m zlora.bin.train_tokenizer --text data/foundation/text data/train_sft/text \
-    --vocab_size "$vocab_size" --languages "$languages" --out data/lang/spm
+    --vocab_size "$vocab_size" --languages "$languages" --out data/lang/spm \
+    --prompts "$prompts" --prompt_symbols
   python -m zlora.bin.train --config "$stage1_config" "${common[@]}" --resume true "${extra_train_opts[@]}"
 fi
 
@@ -136,21 +142,53 @@ if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
   done
 fi
 
+# Stages 9-11 (the second paper, arXiv 2506.21555; not part of `make demo`): what stage 11 decodes.
+# label|exp|name|options: the decode dir is $exp/decode_<set> for name "known", else
+# $exp/decode_<set>_<name>; whisper_lid runs also get --lid_feats (the log-mel dump) and --lid_whisper.
+zs0="exp/stage2/zipper-soft_seed${seeds%% *}"
+lre_decodes=(
+  "LoRA-MoLE|exp/lre/mole|known|"
+  "LoRA-MoLE (LID: MoLE classifier)|exp/lre/mole|mole|--lang_mode mole"
+  "LoRA-KD|exp/lre/kd|known|"
+  "LoRA-KD (LID: Whisper)|exp/lre/kd|wlid|--lang_mode whisper_lid"
+  "LoRA-KD output-only|exp/lre/kd_output|known|"
+  "Zipper-LoRA-Soft (LID: Whisper)|$zs0|wlid|--lang_mode whisper_lid"
+  "Zipper-LoRA-Soft (LID: Whisper, mixture)|$zs0|wlidmix|--lang_mode whisper_lid --router_input mixture"
+)
+lre_dir() { if [ "$2" = known ]; then echo "$1/decode_$3"; else echo "$1/decode_$3_$2"; fi; }
+
+write_results() {  # RESULTS.md from stage 7's scores, plus stage 11's where they exist
+  local scores=() lids=() entry label exp name opts dir
+  for run in "${runs[@]}"; do
+    IFS=: read -r method seed exp feats <<< "$run"
+    for set in $decode_sets; do scores+=("$exp/decode_$set/score"); done
+  done
+  for set in $lre_sets; do
+    [ -f "exp/lre/experts/decode_$set/score/result.json" ] && scores+=("exp/lre/experts/decode_$set/score")
+    for entry in "${lre_decodes[@]}"; do
+      IFS='|' read -r label exp name opts <<< "$entry"
+      dir=$(lre_dir "$exp" "$name" "$set")
+      [ "$name" != known ] || [ "$exp" != "$zs0" ] || continue   # already a stage-7 row
+      [ -f "$dir/score/result.json" ] && scores+=("$dir/score")
+      [ -f "$dir/lid.json" ] && lids+=(--lid "$label ($set)=$dir/lid.json")
+    done
+  done
+  python -m zlora.bin.report --out RESULTS.md --title "mini12 (synthetic speech, 2-core CPU demo)" \
+    --high "$(csv $high)" --low "$(csv $low)" --baseline Vanilla-LoRA "${lids[@]}" "${scores[@]}"
+  cat RESULTS.md
+}
+
 if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
-  scores=()
   for run in "${runs[@]}"; do
     IFS=: read -r method seed exp feats <<< "$run"
     for set in $decode_sets; do
       python -m zlora.bin.score --ref "data/$set/text" --hyp "$exp/decode_$set/text" \
         --utt2lang "data/$set/utt2lang" --outdir "$exp/decode_$set/score" \
         --method "$(label "$method")" --regime full --seed "$seed" --test_set "$set" --exp "$exp"
-      scores+=("$exp/decode_$set/score")
     done
   done
   log "stage 7: RESULTS.md"
-  python -m zlora.bin.report --out RESULTS.md --title "mini12 (synthetic speech, 2-core CPU demo)" \
-    --high "$(csv $high)" --low "$(csv $low)" --baseline Vanilla-LoRA "${scores[@]}"
-  cat RESULTS.md
+  write_results
 fi
 
 if [ "$stage" -le 8 ] && [ "$stop_stage" -ge 8 ]; then
@@ -178,4 +216,59 @@ if [ "$stage" -le 8 ] && [ "$stop_stage" -ge 8 ]; then
       "Zipper-LoRA-Soft=$(stage2_exp zipper-soft "$seed")/embeddings_test.safetensors"
   fi
 fi
+langs_list="$high $low"
+if [ "$stage" -le 9 ] && [ "$stop_stage" -ge 9 ]; then
+  for lang in $langs_list; do    # arXiv 2506.21555 §2.1: one LoRA expert per language, its data only
+    log "stage 9: LoRA language expert $lang"
+    awk -v l="$lang" '$2 == l {print $1}' data/train_sft/utt2lang > "data/train_sft/utts_$lang"
+    utils/subset_data_dir.sh --utt-list "data/train_sft/utts_$lang" data/train_sft "data/train_sft_$lang"
+    python -m zlora.bin.train --config conf/lre/expert.yaml "${common[@]}" \
+      --data.train "data/train_sft_$lang" --exp_dir "exp/lre/expert_$lang" --resume true "${extra_train_opts[@]}"
+  done
+fi
+
+if [ "$stage" -le 10 ] && [ "$stop_stage" -ge 10 ]; then
+  for m in mole kd kd_output; do  # §2.2 LoRA-MoLE; §2.3 LoRA-KD, layer-wise and output-only
+    log "stage 10: $m"
+    python -m zlora.bin.train --config "conf/lre/$m.yaml" "${common[@]}" --exp_dir "exp/lre/$m" \
+      --resume true "${extra_train_opts[@]}"
+  done
+fi
+
+if [ "$stage" -le 11 ] && [ "$stop_stage" -ge 11 ]; then
+  for set in $lre_sets; do
+    log "stage 11: $set: each language with its own expert (the language is given)"
+    parts=()
+    for lang in $langs_list; do
+      awk -v l="$lang" '$2 == l {print $1}' "data/$set/utt2lang" > "data/$set/utts_$lang"
+      utils/subset_data_dir.sh --utt-list "data/$set/utts_$lang" "data/$set" "data/${set}_$lang"
+      python -m zlora.bin.decode --config "$decode_config" --exp "exp/lre/expert_$lang" \
+        --data "data/${set}_$lang" --feats "dump/$set/enc4/feats.scp" \
+        --out "exp/lre/expert_$lang/decode_$set" --nj 1
+      parts+=("exp/lre/expert_$lang/decode_$set/text")
+    done
+    mkdir -p "exp/lre/experts/decode_$set"
+    sort "${parts[@]}" > "exp/lre/experts/decode_$set/text.tmp"
+    mv "exp/lre/experts/decode_$set/text.tmp" "exp/lre/experts/decode_$set/text"
+    python -m zlora.bin.score --ref "data/$set/text" --hyp "exp/lre/experts/decode_$set/text" \
+      --utt2lang "data/$set/utt2lang" --outdir "exp/lre/experts/decode_$set/score" \
+      --method "LoRA language experts" --regime full --seed 0 --test_set "$set" --exp exp/lre/experts
+    for entry in "${lre_decodes[@]}"; do
+      IFS='|' read -r label exp name opts <<< "$entry"
+      dir=$(lre_dir "$exp" "$name" "$set")
+      read -r -a dopts <<< "$opts"
+      if [[ "$opts" == *whisper_lid* ]]; then
+        dopts+=(--lid_feats "dump/$set/feats.scp" --lid_whisper "$whisper_dir")
+      fi
+      log "stage 11: decode $set: $label"
+      python -m zlora.bin.decode --config "$decode_config" --exp "$exp" --data "data/$set" \
+        --feats "dump/$set/enc4/feats.scp" --out "$dir" --nj "$nj" "${dopts[@]}"
+      python -m zlora.bin.score --ref "data/$set/text" --hyp "$dir/text" --utt2lang "data/$set/utt2lang" \
+        --outdir "$dir/score" --method "$label" --regime full --seed 0 --test_set "$set" --exp "$exp"
+    done
+  done
+  log "stage 11: RESULTS.md with the second paper's rows and LID accuracy"
+  write_results
+fi
+
 log "done"

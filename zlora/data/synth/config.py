@@ -76,6 +76,7 @@ class SynthConfig:
     foundation_style: StyleConfig = field(default_factory=_foundation_style)
     n_function_words: int = 40             # wordfreq's most frequent words (foundation only)
     n_content_words: int = 200             # the next band: the target "<number> <word>" words
+    foundation_number_digits: int = 4      # foundation number runs: up to this many digits
     sample_rate: int = 16000
     nj: int = 2                            # synthesis processes (does not change the output)
     espeak: str = "espeak-ng"              # binary (does not change the output)
@@ -95,6 +96,8 @@ class SynthConfig:
             raise ConfigError("n_test_variants and nj must be >= 1, sample_rate >= 8000")
         if self.n_function_words < 1 or self.n_content_words < 1:
             raise ConfigError("n_function_words and n_content_words must be >= 1")
+        if not 1 <= self.foundation_number_digits <= 6:
+            raise ConfigError(f"foundation_number_digits: must be 1..6, got {self.foundation_number_digits}")
 
     @property
     def languages(self) -> list[str]:

@@ -94,7 +94,7 @@ def draw_texts(cfg: SynthConfig, lang: str, accept: Optional[TextFilter] = None)
             batch: list[str] = []  # candidates are filtered a batch at a time (one espeak-ng call)
             while len(batch) < n - len(texts) and budget > 0:
                 budget -= 1
-                text = make_text(lang, split.domain, lex, rng)
+                text = make_text(lang, split.domain, lex, rng, cfg.foundation_number_digits)
                 key = normalise_transcript(text)
                 if key not in seen:
                     seen.add(key)

@@ -7,7 +7,8 @@ month with a year. Each language's templates carry its own glue words (es "de", 
 ko "에서 ... 까지", zh "从 ... 到", ja "から ... まで").
 
 Foundation utterances use the same lexicon but no phrase structure: runs of 2-4 frequent words
-(including the target templates' glue words), one or two numbers up to 9999, or runs of 2-3 names
+(including the target templates' glue words), one or two numbers (up to 9999 by default;
+SynthConfig.foundation_number_digits), or runs of 2-3 names
 (months, weekdays, countries). A model trained on them knows every language's words, but has
 never heard the target phrase shapes (nor, with the default voice split, the target voices).
 """
@@ -94,15 +95,16 @@ def target_text(lang: str, lex: Lexicon, rng: random.Random) -> str:
     return _final(tpl.format(**values), lang)
 
 
-def foundation_text(lang: str, lex: Lexicon, rng: random.Random) -> str:
-    """One stage-1 utterance: a run of words, of numbers, or of names (see the module doc)."""
+def foundation_text(lang: str, lex: Lexicon, rng: random.Random, number_digits: int = 4) -> str:
+    """One stage-1 utterance: a run of words, of numbers (up to ``number_digits`` digits), or of
+    names (see the module doc)."""
     _check_lang(lang)
     kind = rng.choice(FOUNDATION_KINDS)
     if kind == "words":
         pool = lex.function_words + lex.words + glue_words(lang)
         items = [rng.choice(pool) for _ in range(rng.randint(2, 4))]
     elif kind == "numbers":
-        items = [spell_number(_sample_int(rng, 0, 4), lang) for _ in range(rng.randint(1, 2))]
+        items = [spell_number(_sample_int(rng, 0, number_digits), lang) for _ in range(rng.randint(1, 2))]
     else:
         pool = lex.months + lex.months_standalone + lex.days + lex.countries
         if lang == "ja":  # the irregular day-of-month readings the target dates use
@@ -119,10 +121,11 @@ def _final(text: str, lang: str) -> str:
     return text
 
 
-def make_text(lang: str, domain: str, lex: Lexicon, rng: random.Random) -> str:
+def make_text(lang: str, domain: str, lex: Lexicon, rng: random.Random,
+              foundation_number_digits: int = 4) -> str:
     """A transcript of ``domain`` ('target' or 'foundation') for ``lang``."""
     if domain == "target":
         return target_text(lang, lex, rng)
     if domain == "foundation":
-        return foundation_text(lang, lex, rng)
+        return foundation_text(lang, lex, rng, foundation_number_digits)
     raise ValueError(f"unknown text domain {domain!r}; known: {', '.join(DOMAINS)}")
