@@ -86,3 +86,43 @@ def test_rerunning_finished_stages_is_a_noop(recipe):
     run(d, "--stage", "1", "--stop_stage", "3")
     run(d, "--stage", "6", "--stop_stage", "6", "--methods", "lora")
     assert [p.stat().st_mtime_ns for p in watched] == before
+
+
+LRE_LABELS = ["LoRA language experts", "LoRA-MoLE", "LoRA-MoLE (LID: MoLE classifier)", "LoRA-KD",
+              "LoRA-KD (LID: Whisper)", "LoRA-KD output-only", "Zipper-LoRA-Soft (LID: Whisper)",
+              "Zipper-LoRA-Soft (LID: Whisper, mixture)"]
+
+
+@pytest.fixture(scope="module")
+def lre(recipe):
+    """Stages 9-11 (arXiv 2506.21555) on top of the finished smoke recipe."""
+    d, _ = recipe
+    return d, run(d, "--stage", "9", "--stop_stage", "11")
+
+
+def test_second_paper_stages_train_decode_and_report(lre):
+    d, _ = lre
+    for lang in ["en", "de", "ja"]:
+        assert (d / f"exp/lre/expert_{lang}/final/adapter.safetensors").is_file(), lang
+        assert (d / f"data/train_sft_{lang}/utt2lang").read_text().split()[1::2] == \
+            [lang] * len((d / f"data/train_sft_{lang}/utt2lang").read_text().splitlines())
+    for m in ["mole", "kd", "kd_output"]:
+        assert (d / f"exp/lre/{m}/final/adapter.safetensors").is_file(), m
+    n_test = len((d / "data/test/text").read_text().splitlines())
+    assert len((d / "exp/lre/experts/decode_test/text").read_text().splitlines()) == n_test
+    for lid in ["exp/lre/mole/decode_test_mole", "exp/lre/kd/decode_test_wlid",
+                "exp/stage2/zipper-soft_seed0/decode_test_wlidmix"]:
+        assert len((d / lid / "utt2lang_pred").read_text().splitlines()) == n_test, lid
+    results = (d / "RESULTS.md").read_text()
+    for label in LRE_LABELS + LABELS:          # beside the Zipper-LoRA rows
+        assert f"| {label} |" in results, label
+    assert "## Language identification" in results
+    assert "| LoRA-MoLE (LID: MoLE classifier) (test) | mole |" in results
+
+
+def test_rerunning_second_paper_decoding_is_a_noop(lre):
+    d, _ = lre
+    watched = [d / "exp/lre/kd/decode_test_wlid/text", d / "exp/lre/expert_ja/decode_test/text"]
+    before = [p.stat().st_mtime_ns for p in watched]
+    run(d, "--stage", "11", "--stop_stage", "11")
+    assert [p.stat().st_mtime_ns for p in watched] == before

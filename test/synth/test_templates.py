@@ -82,3 +82,13 @@ def test_unknown_language_and_domain():
     with pytest.raises(ValueError, match="unknown text domain"):
         make_text("en", "news", build_lexicon("en"), random.Random(0))
     assert set(TARGET_TEMPLATES) == set(MINI12)
+
+
+def test_foundation_number_digits_bounds_the_numbers():
+    lex = build_lexicon("en")
+    rng = random.Random(0)
+    texts = [make_text("en", "foundation", lex, rng, foundation_number_digits=2) for _ in range(300)]
+    words = {w for t in texts for w in t.split()}
+    assert "hundred" not in words and "thousand" not in words
+    three = [make_text("en", "foundation", lex, random.Random(0), 3) for _ in range(300)]
+    assert any("hundred" in t for t in three)

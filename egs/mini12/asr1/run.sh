@@ -228,10 +228,17 @@ if [ "$stage" -le 9 ] && [ "$stop_stage" -ge 9 ]; then
 fi
 
 if [ "$stage" -le 10 ] && [ "$stop_stage" -ge 10 ]; then
+  experts=() banks=()            # in the order of --languages, whatever $high/$low are
+  for lang in $langs_list; do
+    experts+=("exp/lre/expert_$lang")
+    banks+=("exp/lre/expert_$lang/final/adapter.safetensors")
+  done
   for m in mole kd kd_output; do  # §2.2 LoRA-MoLE; §2.3 LoRA-KD, layer-wise and output-only
     log "stage 10: $m"
+    if [ "$m" = mole ]; then lists=(--adapter.mole_experts "[$(csv "${banks[@]}")]")
+    else lists=(--distill.experts "[$(csv "${experts[@]}")]"); fi
     python -m zlora.bin.train --config "conf/lre/$m.yaml" "${common[@]}" --exp_dir "exp/lre/$m" \
-      --resume true "${extra_train_opts[@]}"
+      "${lists[@]}" --resume true "${extra_train_opts[@]}"
   done
 fi
 
