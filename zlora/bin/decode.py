@@ -11,7 +11,9 @@ Language-agnostic modes (zlora.decode.agnostic): ``--lang_mode whisper_lid --lid
 dump/test/feats.scp [--router_input hard|mixture]``, ``--lang_mode mole`` or ``--lang_mode oracle``
 take the language from Whisper LID, the MoLE classifier, or utt2lang through the agnostic path;
 they also write ``OUT/lid.json`` (LID accuracy per language against utt2lang) and
-``OUT/utt2lang_pred``.
+``OUT/utt2lang_pred``. ``whisper_lid`` writes ``OUT/lid_posteriors.jsonl``; another decode of the
+same data can pass it as ``--lid_posteriors`` and skip Whisper (a 30-s padded Whisper forward per
+utterance, the costliest part on a CPU).
 """
 from __future__ import annotations
 
@@ -48,6 +50,8 @@ class DecodeConfig:
     lid_feats: str | None = None  # log-mel feats.scp for whisper_lid (the model may read cached states)
     lid_whisper: str | None = None  # Whisper dir for whisper_lid; default model.encoder.whisper_dir
     router_input: str = "hard"    # zipper routers under whisper_lid: hard | mixture
+    lid_posteriors: str | None = None  # whisper_lid: reuse OUT/lid_posteriors.jsonl of an earlier
+    #                                    decode of the same data instead of running Whisper again
 
 
 def main(argv: list[str]) -> int:
@@ -71,7 +75,11 @@ def main(argv: list[str]) -> int:
         from zlora.data.kaldi import DataDir
         from zlora.decode.agnostic import lid_report
 
+        from zlora.decode.agnostic import merge_posteriors
+
         rep = lid_report([p.dir for p in parts], DataDir(cfg.data).utt2lang, out, cfg.lang_mode)
+        if cfg.lang_mode == "whisper_lid":
+            merge_posteriors([p.dir for p in parts], out)
         log.info("LID (%s): accuracy %.4f over %d utts; %s", cfg.lang_mode, rep["accuracy"], rep["utts"],
                  out / "lid.json")
     return 0
@@ -84,8 +92,11 @@ def check_lang_mode(cfg: DecodeConfig) -> None:
         raise UserError(f"--lang_mode {cfg.lang_mode!r}: expected one of {', '.join(LANG_MODES)}")
     if cfg.router_input not in ("hard", "mixture"):
         raise UserError(f"--router_input {cfg.router_input!r}: expected hard or mixture")
-    if cfg.lang_mode == "whisper_lid" and not cfg.lid_feats:
-        raise UserError("--lang_mode whisper_lid needs --lid_feats (a log-mel feats.scp from dump_feats)")
+    if cfg.lang_mode == "whisper_lid" and not (cfg.lid_feats or cfg.lid_posteriors):
+        raise UserError("--lang_mode whisper_lid needs --lid_feats (a log-mel feats.scp from dump_feats) "
+                        "or --lid_posteriors (lid_posteriors.jsonl of an earlier whisper_lid decode)")
+    if cfg.lid_posteriors and cfg.lang_mode != "whisper_lid":
+        raise UserError("--lid_posteriors is only used with --lang_mode whisper_lid")
 
 
 def read_inputs(cfg: DecodeConfig) -> list[tuple[str, int]]:
@@ -130,6 +141,7 @@ def decode_part(cfg: DecodeConfig, part: Part) -> None:
     import torch
 
     from zlora.data.kaldi import DataDir
+    from zlora.decode.agnostic import decode_batch, write_part_lid
     from zlora.models import DecodingOptions
     from zlora.train.checkpoint import load_model_for_inference
 
@@ -144,19 +156,70 @@ def decode_part(cfg: DecodeConfig, part: Part) -> None:
     dd = DataDir(cfg.data)
     feats = kaldiio.load_scp(cfg.feats)
     lang_index = {l: i for i, l in enumerate(model.languages)}
-    hyps, audio_s, t0 = {}, 0.0, time.perf_counter()
+    lid = LidSource(cfg, model)
+    hyps, used_langs, audio_s, t0 = {}, {}, 0.0, time.perf_counter()
     for batch in batches(part.utts, cfg.batch_size):
         mats = [read_feats(feats, u, cfg.feats) for u in batch]
-        langs = [lang_of(dd, u, lang_index, cfg.data) for u in batch]
+        langs = torch.tensor([lang_of(dd, u, lang_index, cfg.data) for u in batch], device=device)
         x, lens = pad(mats)
+        post = lid.posteriors(batch)
         with torch.inference_mode(), long_input_policy(model, batch, lens, cfg.feats):
-            ids = model.generate(x.to(device), lens.to(device),
-                                 torch.tensor(langs, device=device), options)
-        for u, seq in zip(batch, ids):
+            ids, used = decode_batch(model, x.to(device), lens.to(device), options, cfg.lang_mode, langs,
+                                     post, cfg.router_input)
+        for u, seq, k in zip(batch, ids, used.tolist()):
             hyps[u] = model.tokenizer.decode(seq).replace("\n", " ").strip()
+            used_langs[u] = model.languages[k]
         audio_s += sum(m.shape[0] for m in mats) * model.seconds_per_frame
+    if cfg.lang_mode != "known":      # before write_part: a part marked done has its LID files
+        write_part_lid(part.dir, used_langs)
+        lid.write(part.dir)
     write_part(part, hyps, {"utts": len(hyps), "audio_seconds": audio_s,
                             "decode_seconds": time.perf_counter() - t0, "device": device})
+
+
+class LidSource:
+    """Per-batch (B, L) Whisper LID posteriors over the model's languages for ``whisper_lid``
+    (from Whisper, or from --lid_posteriors); None for the other modes."""
+
+    def __init__(self, cfg: DecodeConfig, model):
+        import kaldiio
+
+        from zlora.decode.agnostic import read_posteriors
+
+        self.cfg, self.languages, self.seen = cfg, list(model.languages), {}
+        self.whisper = cfg.lid_whisper or model.cfg.encoder.whisper_dir
+        self.cached = read_posteriors(cfg.lid_posteriors) if cfg.lid_posteriors else None
+        self.mels = (kaldiio.load_scp(cfg.lid_feats)
+                     if cfg.lang_mode == "whisper_lid" and self.cached is None else None)
+        if cfg.lang_mode == "whisper_lid" and self.cached is None and not self.whisper:
+            raise UserError("--lang_mode whisper_lid: no Whisper dir (give --lid_whisper)")
+
+    def posteriors(self, utts):
+        import torch
+
+        from zlora.decode.agnostic import whisper_posteriors
+
+        if self.cfg.lang_mode != "whisper_lid":
+            return None
+        if self.cached is not None:
+            missing = [u for u in utts if u not in self.cached]
+            if missing:
+                raise UserError(f"--lid_posteriors {self.cfg.lid_posteriors}: no posterior for {missing[0]}")
+            rows = [[self.cached[u].get(lang, 0.0) for lang in self.languages] for u in utts]
+            post = torch.tensor(rows, dtype=torch.float32)
+            post = post / post.sum(-1, keepdim=True).clamp_min(1e-12)
+        else:
+            post = whisper_posteriors(self.whisper, [read_feats(self.mels, u, self.cfg.lid_feats) for u in utts],
+                                      self.languages)
+        for u, row in zip(utts, post.tolist()):
+            self.seen[u] = dict(zip(self.languages, row))
+        return post
+
+    def write(self, part_dir) -> None:
+        from zlora.decode.agnostic import write_part_posteriors
+
+        if self.seen:
+            write_part_posteriors(part_dir, self.seen)
 
 
 def read_feats(feats, utt: str, scp: str):

@@ -107,3 +107,35 @@ def lid_report(part_dirs: list[Path], utt2lang: dict[str, str], out: Path, mode:
     atomic_write_text(out / "utt2lang_pred", "".join(f"{u} {pred[u]}\n" for u in sorted(pred)))
     atomic_write_text(out / "lid.json", json.dumps(report, indent=2) + "\n")
     return report
+
+
+def write_part_posteriors(part_dir: Path, post: dict[str, dict[str, float]]) -> None:
+    """One JSON line per utterance: {"utt": ..., "posterior": {lang: p}}."""
+    part_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(part_dir / "lid_posteriors.jsonl",
+                      "".join(json.dumps({"utt": u, "posterior": post[u]}) + "\n" for u in sorted(post)))
+
+
+def merge_posteriors(part_dirs: list[Path], out: Path) -> None:
+    lines = []
+    for d in part_dirs:
+        lines += (d / "lid_posteriors.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    atomic_write_text(out / "lid_posteriors.jsonl", "".join(sorted(lines)))
+
+
+def read_posteriors(path: str) -> dict[str, dict[str, float]]:
+    """utt -> {lang: p} from a lid_posteriors.jsonl; a malformed line is an error naming it."""
+    from zlora.utils.cli import UserError
+
+    out: dict[str, dict[str, float]] = {}
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise UserError(f"--lid_posteriors {path}: {e}") from e
+    for n, line in enumerate(text.splitlines(), 1):
+        try:
+            rec = json.loads(line)
+            out[str(rec["utt"])] = {str(k): float(v) for k, v in rec["posterior"].items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise UserError(f"{path}:{n}: expected {{\"utt\": ..., \"posterior\": {{lang: p}}}} ({e})") from e
+    return out

@@ -260,12 +260,16 @@ if [ "$stage" -le 11 ] && [ "$stop_stage" -ge 11 ]; then
     python -m zlora.bin.score --ref "data/$set/text" --hyp "exp/lre/experts/decode_$set/text" \
       --utt2lang "data/$set/utt2lang" --outdir "exp/lre/experts/decode_$set/score" \
       --method "LoRA language experts" --regime full --seed 0 --test_set "$set" --exp exp/lre/experts
+    wlid_post=                   # Whisper LID runs once per set; later decodes reuse its posteriors
     for entry in "${lre_decodes[@]}"; do
       IFS='|' read -r label exp name opts <<< "$entry"
       dir=$(lre_dir "$exp" "$name" "$set")
       read -r -a dopts <<< "$opts"
-      if [[ "$opts" == *whisper_lid* ]]; then
+      if [[ "$opts" == *whisper_lid* && -n "$wlid_post" ]]; then
+        dopts+=(--lid_posteriors "$wlid_post")
+      elif [[ "$opts" == *whisper_lid* ]]; then
         dopts+=(--lid_feats "dump/$set/feats.scp" --lid_whisper "$whisper_dir")
+        wlid_post="$dir/lid_posteriors.jsonl"
       fi
       log "stage 11: decode $set: $label"
       python -m zlora.bin.decode --config "$decode_config" --exp "$exp" --data "data/$set" \

@@ -1,0 +1,72 @@
+"""zlora.bin.decode --lang_mode end to end through the CLI: oracle and Whisper-LID posteriors
+(given as --lid_posteriors) must decode exactly as known-language mode when they name the true
+language; LID files are written; bad LID inputs are clear errors."""
+import json
+
+import zlora.bin.decode as decode_cli
+from rel_testlib import run_cli
+
+
+def _decode(monkeypatch, args):
+    with monkeypatch.context() as m:       # parts decoded in this process (no spawn)
+        m.setattr(decode_cli, "run_parts", lambda cfg, parts: [decode_cli.decode_part(cfg, p) for p in parts])
+        return run_cli(decode_cli.main, [str(a) for a in args])
+
+
+def _utt2lang(data):
+    return dict(line.split() for line in (data / "utt2lang").read_text().splitlines())
+
+
+def test_oracle_and_given_posteriors_equal_known_language_decoding(tmp_path, trained, corpus, monkeypatch):
+    data, feats, _ = corpus
+    base = ["--exp", trained[0], "--data", data, "--feats", feats, "--nj", 2, "--max_new_tokens", 4]
+    code, err = _decode(monkeypatch, [*base, "--out", tmp_path / "known"])
+    assert code == 0, err
+    known = (tmp_path / "known/text").read_text()
+    assert not (tmp_path / "known/lid.json").exists()
+
+    code, err = _decode(monkeypatch, [*base, "--out", tmp_path / "oracle", "--lang_mode", "oracle"])
+    assert code == 0, err
+    assert (tmp_path / "oracle/text").read_text() == known
+    assert json.loads((tmp_path / "oracle/lid.json").read_text())["accuracy"] == 1.0
+
+    truth = _utt2lang(data)
+    post = tmp_path / "post.jsonl"
+    post.write_text("".join(json.dumps({"utt": u, "posterior": {lang: 0.8, ("fr" if lang == "en" else "en"): 0.2}})
+                            + "\n" for u, lang in truth.items()))
+    out = tmp_path / "wlid"
+    code, err = _decode(monkeypatch, [*base, "--out", out, "--lang_mode", "whisper_lid", "--lid_posteriors", post])
+    assert code == 0, err
+    assert (out / "text").read_text() == known
+    assert dict(line.split() for line in (out / "utt2lang_pred").read_text().splitlines()) == truth
+    written = [json.loads(x) for x in (out / "lid_posteriors.jsonl").read_text().splitlines()]
+    assert len(written) == len(truth) and abs(written[0]["posterior"][truth[written[0]["utt"]]] - 0.8) < 1e-6
+
+
+def test_wrong_detections_are_scored_in_lid_json(tmp_path, trained, corpus, monkeypatch):
+    data, feats, _ = corpus
+    truth = _utt2lang(data)
+    post = tmp_path / "post.jsonl"
+    post.write_text("".join(json.dumps({"utt": u, "posterior": {"fr": 1.0}}) + "\n" for u in truth))
+    code, err = _decode(monkeypatch, ["--exp", trained[0], "--data", data, "--feats", feats, "--max_new_tokens", 2,
+                                      "--out", tmp_path / "o", "--lang_mode", "whisper_lid", "--lid_posteriors", post])
+    assert code == 0, err
+    rep = json.loads((tmp_path / "o/lid.json").read_text())
+    assert rep["per_language"]["en"]["accuracy"] == 0.0 and rep["per_language"]["fr"]["accuracy"] == 1.0
+    assert rep["accuracy"] == sum(v == "fr" for v in truth.values()) / len(truth)
+
+
+def test_lid_input_errors(tmp_path, trained, corpus, monkeypatch):
+    data, feats, _ = corpus
+    base = ["--exp", trained[0], "--data", data, "--feats", feats, "--max_new_tokens", 2]
+    code, err = _decode(monkeypatch, [*base, "--out", tmp_path / "a", "--lang_mode", "whisper_lid"])
+    assert code == 2 and "--lid_feats" in err
+    first = next(iter(_utt2lang(data)))
+    post = tmp_path / "post.jsonl"
+    post.write_text(json.dumps({"utt": first, "posterior": {"en": 1.0}}) + "\n")
+    code, err = _decode(monkeypatch, [*base, "--out", tmp_path / "b", "--lang_mode", "whisper_lid", "--lid_posteriors", post])
+    assert code == 2 and "no posterior for" in err
+    assert not (tmp_path / "b/text").exists()
+    post.write_text("not json\n")
+    code, err = _decode(monkeypatch, [*base, "--out", tmp_path / "c", "--lang_mode", "whisper_lid", "--lid_posteriors", post])
+    assert code == 2 and f"{post}:1" in err
