@@ -67,6 +67,9 @@ def test_lid_input_errors(tmp_path, trained, corpus, monkeypatch):
     code, err = _decode(monkeypatch, [*base, "--out", tmp_path / "b", "--lang_mode", "whisper_lid", "--lid_posteriors", post])
     assert code == 2 and "no posterior for" in err
     assert not (tmp_path / "b/text").exists()
+    post.write_text("".join(json.dumps({"utt": u, "posterior": {"th": 1.0}}) + "\n" for u in _utt2lang(data)))
+    code, err = _decode(monkeypatch, [*base, "--out", tmp_path / "d", "--lang_mode", "whisper_lid", "--lid_posteriors", post])
+    assert code == 2 and "no mass on the model's languages" in err
     post.write_text("not json\n")
     code, err = _decode(monkeypatch, [*base, "--out", tmp_path / "c", "--lang_mode", "whisper_lid", "--lid_posteriors", post])
     assert code == 2 and f"{post}:1" in err

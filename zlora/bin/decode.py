@@ -73,9 +73,7 @@ def main(argv: list[str]) -> int:
     log.info("wrote %s (%d utts, RTF %s)", out / "text", summary["utts"], summary["rtf"])
     if cfg.lang_mode != "known":
         from zlora.data.kaldi import DataDir
-        from zlora.decode.agnostic import lid_report
-
-        from zlora.decode.agnostic import merge_posteriors
+        from zlora.decode.agnostic import lid_report, merge_posteriors
 
         rep = lid_report([p.dir for p in parts], DataDir(cfg.data).utt2lang, out, cfg.lang_mode)
         if cfg.lang_mode == "whisper_lid":
@@ -206,6 +204,10 @@ class LidSource:
             if missing:
                 raise UserError(f"--lid_posteriors {self.cfg.lid_posteriors}: no posterior for {missing[0]}")
             rows = [[self.cached[u].get(lang, 0.0) for lang in self.languages] for u in utts]
+            empty = [u for u, row in zip(utts, rows) if sum(row) <= 0]
+            if empty:
+                raise UserError(f"--lid_posteriors {self.cfg.lid_posteriors}: the posterior of {empty[0]} "
+                                f"has no mass on the model's languages ({', '.join(self.languages)})")
             post = torch.tensor(rows, dtype=torch.float32)
             post = post / post.sum(-1, keepdim=True).clamp_min(1e-12)
         else:
