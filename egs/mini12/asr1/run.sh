@@ -223,7 +223,8 @@ if [ "$stage" -le 9 ] && [ "$stop_stage" -ge 9 ]; then
     awk -v l="$lang" '$2 == l {print $1}' data/train_sft/utt2lang > "data/train_sft/utts_$lang"
     utils/subset_data_dir.sh --utt-list "data/train_sft/utts_$lang" data/train_sft "data/train_sft_$lang"
     python -m zlora.bin.train --config conf/lre/expert.yaml "${common[@]}" \
-      --data.train "data/train_sft_$lang" --exp_dir "exp/lre/expert_$lang" --resume true "${extra_train_opts[@]}"
+      --data.train "data/train_sft_$lang" --exp_dir "exp/lre/expert_$lang" --resume true "${extra_train_opts[@]}" \
+      --data.batch_size 1          # last: a low-resource language's few utterances are one pack
   done
 fi
 
