@@ -49,6 +49,18 @@ def test_int_is_accepted_for_float_and_types_survive():
     assert cfg.langs == ["en", "fr"] and cfg.init_from is None
 
 
+def test_exponent_without_dot_is_a_float(tmp_path):
+    # YAML 1.1 (PyYAML) reads 2e-3 as the string "2e-3"; users write it so on the command line.
+    p = tmp_path / "c.yaml"
+    p.write_text("name: a\ninner:\n  alpha: 1e2\n")
+    assert load_config(Outer, ["--config", str(p)]).inner.alpha == 100.0
+    assert load_config(Outer, ["--config", str(p), "--inner.alpha", "2e-3"]).inner.alpha == 0.002
+    with pytest.raises(ConfigError, match=r"inner\.alpha"):
+        load_config(Outer, ["--config", str(p), "--inner.alpha", "2e-3x"])
+    with pytest.raises(ConfigError, match=r"inner\.rank"):     # ints stay strict
+        load_config(Outer, ["--config", str(p), "--inner.rank", "1e2"])
+
+
 def test_cli_overrides_win_over_yaml(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("name: a\ninner:\n  rank: 4\n")

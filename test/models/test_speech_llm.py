@@ -162,3 +162,32 @@ def test_out_of_vocabulary_text_ids_are_an_error(make_model):
     model = make_model()
     with pytest.raises(ValueError, match="text_ids row 1: token id 999 outside the LLM vocabulary"):
         model(random_batch([40, 40], texts=[[3], [4, 999]]))
+
+
+def test_ctc_auxiliary_loss_is_added_in_training_only(make_model):
+    model = make_model()
+    model.set_stage(1)
+    batch = random_batch([90, 41, 130])
+    model.eval()
+    plain = model(batch)["loss"].detach()
+    model.cfg.ctc_weight = 0.5
+    assert torch.equal(model(batch)["loss"], plain)          # validation stays the transcript CE
+    model.train()
+    out = model(batch)
+    assert out["ce_loss"] == pytest.approx(float(plain), rel=1e-5) and out["ctc_loss"] > 0
+    assert float(out["loss"].detach()) == pytest.approx(out["ce_loss"] + 0.5 * out["ctc_loss"], rel=1e-5)
+    out["loss"].backward()
+    assert model.projector.gate.weight.grad.abs().sum() > 0
+
+
+def test_ctc_reads_speech_tokens_through_the_output_embedding_with_pad_as_blank(make_model):
+    model = make_model()
+    emb = model.llm.get_output_embeddings().weight.detach()
+    pad = model.tokenizer.pad_id
+    text = [[5, 9, 9, 17]]                    # a repeat needs a blank between its two frames
+    frames = [5, pad, 9, pad, 9, 17, pad]
+    speech = 100.0 * emb[frames][None] / emb[frames].norm(dim=-1, keepdim=True)[None]
+    lens = torch.tensor([len(frames)])
+    right = float(model.ctc_loss(speech, lens, text))
+    wrong = float(model.ctc_loss(speech, lens, [[17, 9, 5, 9]]))
+    assert right < 0.5 < wrong

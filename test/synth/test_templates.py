@@ -5,7 +5,7 @@ import re
 import pytest
 
 from zlora.data.synth.lexicon import build_lexicon
-from zlora.data.synth.templates import LANGUAGES, TARGET_TEMPLATES, glue_words, make_text
+from zlora.data.synth.templates import LANGUAGES, TARGET_TEMPLATES, TextLimits, glue_words, make_text
 from zlora.data.synth.text import clean_text, normalise_transcript, script_ok
 
 MINI12 = ["de", "es", "fr", "ru", "vi", "it", "en", "zh", "ar", "ja", "ko", "pt"]
@@ -87,8 +87,24 @@ def test_unknown_language_and_domain():
 def test_foundation_number_digits_bounds_the_numbers():
     lex = build_lexicon("en")
     rng = random.Random(0)
-    texts = [make_text("en", "foundation", lex, rng, foundation_number_digits=2) for _ in range(300)]
+    texts = [make_text("en", "foundation", lex, rng, TextLimits(foundation_number_digits=2)) for _ in range(300)]
     words = {w for t in texts for w in t.split()}
     assert "hundred" not in words and "thousand" not in words
-    three = [make_text("en", "foundation", lex, random.Random(0), 3) for _ in range(300)]
+    three = [make_text("en", "foundation", lex, random.Random(0), TextLimits(3)) for _ in range(300)]
     assert any("hundred" in t for t in three)
+
+
+def test_target_limits_bound_numbers_years_and_countries():
+    lex = build_lexicon("en", 40, 200, n_countries=4)
+    assert len(lex.countries) == 4 and lex.countries == build_lexicon("en").countries[:4]
+    limits = TextLimits(target_number_digits=2, years=(2000, 2009))
+    texts = [make_text("en", "target", lex, random.Random(i), limits) for i in range(400)]
+    words = {w for t in texts for w in t.split()}
+    assert "hundred" not in words                     # <number> <word>: 2..99
+    month_years = [t for t in texts if t.split()[0] in lex.months_standalone]   # "<month> <year>"
+    assert len(month_years) > 50 and all("two thousand" in t for t in month_years)
+    routes = [t for t in texts if t.startswith("from ")]
+    assert routes and all(t[len("from "):].split(" to ")[0] in lex.countries for t in routes)
+    wide = [make_text("en", "target", build_lexicon("en"), random.Random(i)) for i in range(400)]
+    assert any("hundred" in t for t in wide)
+    assert not all("two thousand" in t for t in wide if t.split()[0] in lex.months_standalone)

@@ -120,3 +120,7 @@ class SpeechLLMConfig:
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
     llm_lora: LLMLoRAConfig = field(default_factory=LLMLoRAConfig)
     prompts_file: str | None = None       # default: zlora/resources/prompts.yaml
+    # Auxiliary CTC on the projected speech tokens, read through the LLM's output embedding (blank =
+    # the pad piece), added to the loss with this weight while training. NOT in the paper (0 = off,
+    # the paper's setting): a from-scratch demo LLM learns to read the speech much sooner with it.
+    ctc_weight: float = 0.0

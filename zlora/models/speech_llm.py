@@ -91,7 +91,23 @@ class SpeechLLM(nn.Module):
         logits = self.llm.get_output_embeddings()(hidden[:, :-1][sel])
         n = int(sel.sum())
         loss = nn.functional.cross_entropy(logits.float(), targets[sel], reduction="sum") / max(n, 1)
+        if self.training and self.cfg.ctc_weight > 0:
+            ctc = self.ctc_loss(speech, speech_lens, text_ids)
+            return {"loss": loss + self.cfg.ctc_weight * ctc, "n_target_tokens": n,
+                    "ce_loss": float(loss.detach()), "ctc_loss": float(ctc.detach())}
         return {"loss": loss, "n_target_tokens": n}
+
+    def ctc_loss(self, speech: torch.Tensor, speech_lens: torch.Tensor, text_ids: list[list[int]]) -> torch.Tensor:
+        """Auxiliary CTC (not in the paper; ``model.ctc_weight``): speech (B, S, d) -> logits
+        (B, S, V) through the LLM's output embedding -- with tied embeddings this pulls each speech
+        token towards the embedding of the piece it carries -- blank = the pad piece, targets the
+        transcript pieces. Mean over utterances of the per-target-token loss; an utterance with
+        fewer speech tokens than CTC needs contributes 0 (zero_infinity)."""
+        logp = self.llm.get_output_embeddings()(speech).float().log_softmax(-1).transpose(0, 1)
+        targets = torch.tensor([int(t) for ids in text_ids for t in ids], device=speech.device)
+        target_lens = torch.tensor([len(ids) for ids in text_ids], device=speech.device)
+        return nn.functional.ctc_loss(logp, targets, speech_lens, target_lens, blank=self.tokenizer.pad_id,
+                                      reduction="mean", zero_infinity=True)
 
     def training_sequences(self, speech: torch.Tensor, speech_lens: torch.Tensor, lang_ids: torch.Tensor,
                            text_ids: list[list[int]], rows: list[list[int]]) -> dict:

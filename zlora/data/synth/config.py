@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from zlora.config import ConfigError
-from zlora.data.synth.templates import LANGUAGES
+from zlora.data.synth.templates import LANGUAGES, TextLimits
 
 DEFAULT_VOICES = {
     "ar": "ar", "de": "de", "en": "en-us", "es": "es", "fr": "fr", "it": "it", "ja": "ja",
@@ -77,6 +77,9 @@ class SynthConfig:
     n_function_words: int = 40             # wordfreq's most frequent words (foundation only)
     n_content_words: int = 200             # the next band: the target "<number> <word>" words
     foundation_number_digits: int = 4      # foundation number runs: up to this many digits
+    target_number_digits: int = 3          # the target "<number> <word>" phrases
+    years: list[int] = field(default_factory=lambda: [1900, 2099])  # target "<month> <year>", inclusive
+    n_countries: int | None = None         # country names per language (null: all ~57 usable)
     sample_rate: int = 16000
     nj: int = 2                            # synthesis processes (does not change the output)
     espeak: str = "espeak-ng"              # binary (does not change the output)
@@ -96,8 +99,17 @@ class SynthConfig:
             raise ConfigError("n_test_variants and nj must be >= 1, sample_rate >= 8000")
         if self.n_function_words < 1 or self.n_content_words < 1:
             raise ConfigError("n_function_words and n_content_words must be >= 1")
-        if not 1 <= self.foundation_number_digits <= 6:
-            raise ConfigError(f"foundation_number_digits: must be 1..6, got {self.foundation_number_digits}")
+        for key in ("foundation_number_digits", "target_number_digits"):
+            if not 1 <= getattr(self, key) <= 6:
+                raise ConfigError(f"{key}: must be 1..6, got {getattr(self, key)}")
+        if len(self.years) != 2 or not 0 < self.years[0] <= self.years[1] <= 9999:
+            raise ConfigError(f"years: must be [first, last] with 0 < first <= last <= 9999, got {self.years}")
+        if self.n_countries is not None and self.n_countries < 2:
+            raise ConfigError(f"n_countries: the route template needs at least 2, got {self.n_countries}")
+
+    @property
+    def text_limits(self) -> TextLimits:
+        return TextLimits(self.foundation_number_digits, self.target_number_digits, tuple(self.years))
 
     @property
     def languages(self) -> list[str]:

@@ -79,7 +79,8 @@ def _months_days(lang: str):
     return months, standalone, days
 
 
-def _countries(lang: str) -> tuple[str, ...]:
+def _countries(lang: str, limit: int | None = None) -> tuple[str, ...]:
+    """The first ``limit`` (None: all) of COUNTRY_CODES that ``lang`` names usably, in that order."""
     from babel import Locale
 
     names = Locale.parse(lang).territories
@@ -92,7 +93,7 @@ def _countries(lang: str) -> tuple[str, ...]:
                     else len(name.split()) > _MAX_NAME_WORDS)
         if not too_long and name not in out:
             out.append(name)
-    return tuple(out)
+    return tuple(out[:limit])
 
 
 def _frequent_words(lang: str, n_function: int, n_words: int, top_n: int = 5000):
@@ -115,9 +116,10 @@ def _frequent_words(lang: str, n_function: int, n_words: int, top_n: int = 5000)
 
 
 @functools.lru_cache(maxsize=None)
-def build_lexicon(lang: str, n_function: int = 40, n_words: int = 200) -> Lexicon:
+def build_lexicon(lang: str, n_function: int = 40, n_words: int = 200, n_countries: int | None = None) -> Lexicon:
     """Lexicon of ``lang`` (cached). ``n_function`` most frequent wordfreq words are function
-    words; the next ``n_words`` are the content-word band."""
+    words; the next ``n_words`` are the content-word band; ``n_countries`` (None: all usable)
+    country names."""
     months, standalone, days = _months_days(lang)
     function_words, words = _frequent_words(lang, n_function, n_words)
-    return Lexicon(lang, months, standalone, days, _countries(lang), function_words, words)
+    return Lexicon(lang, months, standalone, days, _countries(lang, n_countries), function_words, words)

@@ -82,7 +82,7 @@ TextFilter = Callable[[str, list[str]], list[bool]]
 def draw_texts(cfg: SynthConfig, lang: str, accept: Optional[TextFilter] = None) -> dict[str, list[str]]:
     """split name -> transcripts of ``lang``, unique across all of that language's splits.
     Candidates that ``accept`` rejects are dropped (and never drawn again)."""
-    lex = build_lexicon(lang, cfg.n_function_words, cfg.n_content_words)
+    lex = build_lexicon(lang, cfg.n_function_words, cfg.n_content_words, cfg.n_countries)
     seen: set[str] = set()
     out: dict[str, list[str]] = {}
     for split in SPLITS:
@@ -94,7 +94,7 @@ def draw_texts(cfg: SynthConfig, lang: str, accept: Optional[TextFilter] = None)
             batch: list[str] = []  # candidates are filtered a batch at a time (one espeak-ng call)
             while len(batch) < n - len(texts) and budget > 0:
                 budget -= 1
-                text = make_text(lang, split.domain, lex, rng, cfg.foundation_number_digits)
+                text = make_text(lang, split.domain, lex, rng, cfg.text_limits)
                 key = normalise_transcript(text)
                 if key not in seen:
                     seen.add(key)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import random
 import re
 import string
+from dataclasses import dataclass
 
 from zlora.data.synth.lexicon import Lexicon
 from zlora.data.synth.numbers import JA_DAY_OF_MONTH, spell_number
@@ -37,6 +38,15 @@ TARGET_TEMPLATES: dict[str, tuple[str, ...]] = {
     "zh": ("{month}{dom}日{day}", "{num}个{word}", "从{country}到{country2}", "{year}年{month_sa}"),
 }
 LANGUAGES = tuple(sorted(TARGET_TEMPLATES))
+
+
+@dataclass(frozen=True)
+class TextLimits:
+    """How wide the number slots range (SynthConfig): every distinct number is a word type the
+    model must learn, and in de/ja/zh/ko a number is one long word (German years are compounds)."""
+    foundation_number_digits: int = 4     # foundation number runs: up to this many digits
+    target_number_digits: int = 3         # the target "<number> <word>" template
+    years: tuple[int, int] = (1900, 2099)  # the target "<month> <year>" template, inclusive
 DOMAINS = ("target", "foundation")
 FOUNDATION_KINDS = ("words", "numbers", "names")
 
@@ -62,7 +72,7 @@ def _sample_int(rng: random.Random, lo: int, max_digits: int) -> int:
     return rng.randint(max(lo, 10 ** (digits - 1) if digits > 1 else 0), 10 ** digits - 1)
 
 
-def _slot(name: str, lang: str, lex: Lexicon, rng: random.Random, used: dict) -> str:
+def _slot(name: str, lang: str, lex: Lexicon, rng: random.Random, used: dict, limits: TextLimits) -> str:
     if name == "day":
         return rng.choice(lex.days)
     if name == "month":
@@ -72,9 +82,9 @@ def _slot(name: str, lang: str, lex: Lexicon, rng: random.Random, used: dict) ->
     if name == "dom":
         return spell_number(rng.randint(1, 31), lang, "day")
     if name == "num":
-        return spell_number(_sample_int(rng, 2, 3), lang, "count")
+        return spell_number(_sample_int(rng, 2, limits.target_number_digits), lang, "count")
     if name == "year":
-        return spell_number(rng.randint(1900, 2099), lang, "year")
+        return spell_number(rng.randint(*limits.years), lang, "year")
     if name == "word":
         return rng.choice(lex.words)
     if name == "country":
@@ -84,14 +94,14 @@ def _slot(name: str, lang: str, lex: Lexicon, rng: random.Random, used: dict) ->
     raise ValueError(f"unknown template slot {{{name}}}")
 
 
-def target_text(lang: str, lex: Lexicon, rng: random.Random) -> str:
+def target_text(lang: str, lex: Lexicon, rng: random.Random, limits: TextLimits = TextLimits()) -> str:
     """One stage-2 phrase: a template chosen uniformly, its slots filled from ``lex``."""
     _check_lang(lang)
     tpl = rng.choice(TARGET_TEMPLATES[lang])
     values: dict[str, str] = {}
     for _, name, _, _ in string.Formatter().parse(tpl):
         if name and name not in values:
-            values[name] = clean_text(_slot(name, lang, lex, rng, values), lang)
+            values[name] = clean_text(_slot(name, lang, lex, rng, values, limits), lang)
     return _final(tpl.format(**values), lang)
 
 
@@ -122,10 +132,10 @@ def _final(text: str, lang: str) -> str:
 
 
 def make_text(lang: str, domain: str, lex: Lexicon, rng: random.Random,
-              foundation_number_digits: int = 4) -> str:
+              limits: TextLimits = TextLimits()) -> str:
     """A transcript of ``domain`` ('target' or 'foundation') for ``lang``."""
     if domain == "target":
-        return target_text(lang, lex, rng)
+        return target_text(lang, lex, rng, limits)
     if domain == "foundation":
-        return foundation_text(lang, lex, rng, foundation_number_digits)
+        return foundation_text(lang, lex, rng, limits.foundation_number_digits)
     raise ValueError(f"unknown text domain {domain!r}; known: {', '.join(DOMAINS)}")
