@@ -26,6 +26,7 @@ from zlora.models.stages import adapter_language_context
 from zlora.utils.log import get_logger
 
 IGNORE = -100
+CTC_SCALE = 16.0      # logit scale of the cosine CTC head (a softmax over ~1,000 pieces can peak)
 log = get_logger("models")
 
 
@@ -99,11 +100,16 @@ class SpeechLLM(nn.Module):
 
     def ctc_loss(self, speech: torch.Tensor, speech_lens: torch.Tensor, text_ids: list[list[int]]) -> torch.Tensor:
         """Auxiliary CTC (not in the paper; ``model.ctc_weight``): speech (B, S, d) -> logits
-        (B, S, V) through the LLM's output embedding -- with tied embeddings this pulls each speech
-        token towards the embedding of the piece it carries -- blank = the pad piece, targets the
-        transcript pieces. Mean over utterances of the per-target-token loss; an utterance with
-        fewer speech tokens than CTC needs contributes 0 (zero_infinity)."""
-        logp = self.llm.get_output_embeddings()(speech).float().log_softmax(-1).transpose(0, 1)
+        (B, S, V) = CTC_SCALE x cosine(speech token, output embedding of each piece), blank = the
+        pad piece, targets the transcript pieces. With tied embeddings this pulls each speech
+        token towards the direction of the piece it carries (the LLM's RMSNorm discards the
+        length anyway). Cosine, not the raw dot product: the small initial embeddings would make
+        the projector grow its outputs for hundreds of steps before the logits could peak.
+        Mean over utterances of the per-target-token loss; an utterance with fewer speech tokens
+        than CTC needs contributes 0 (zero_infinity)."""
+        emb = self.llm.get_output_embeddings().weight
+        cos = nn.functional.normalize(speech.float(), dim=-1) @ nn.functional.normalize(emb.float(), dim=-1).T
+        logp = (CTC_SCALE * cos).log_softmax(-1).transpose(0, 1)
         targets = torch.tensor([int(t) for ids in text_ids for t in ids], device=speech.device)
         target_lens = torch.tensor([len(ids) for ids in text_ids], device=speech.device)
         return nn.functional.ctc_loss(logp, targets, speech_lens, target_lens, blank=self.tokenizer.pad_id,
