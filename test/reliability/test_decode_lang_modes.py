@@ -10,13 +10,14 @@ from rel_testlib import run_cli
 def _decode(monkeypatch, args):
     import torch
 
-    threads = torch.get_num_threads()      # decode_part sets the thread count: restore it, or later
-    try:                                   # in-process training differs bitwise from a subprocess's
-        with monkeypatch.context() as m:   # parts decoded in this process (no spawn)
-            m.setattr(decode_cli, "run_parts", lambda cfg, parts: [decode_cli.decode_part(cfg, p) for p in parts])
-            return run_cli(decode_cli.main, [str(a) for a in args])
-    finally:
-        torch.set_num_threads(threads)
+    threads = torch.get_num_threads()
+    with monkeypatch.context() as m:       # parts decoded in this process (no spawn)
+        m.setattr(decode_cli, "run_parts", lambda cfg, parts: [decode_cli.decode_part(cfg, p) for p in parts])
+        out = run_cli(decode_cli.main, [str(a) for a in args])
+    # decode_part restores the caller's thread count (a leaked count once made a later in-process
+    # training run differ bitwise from a subprocess's)
+    assert torch.get_num_threads() == threads
+    return out
 
 
 def _utt2lang(data):

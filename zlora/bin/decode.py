@@ -134,7 +134,19 @@ def run_parts(cfg: DecodeConfig, parts: list[Part]) -> None:
 
 
 def decode_part(cfg: DecodeConfig, part: Part) -> None:
-    """Decode one part in this process and write it (text, stats, .done)."""
+    """Decode one part in this process and write it (text, stats, .done), with the thread count
+    of one of ``nj`` jobs; the caller's count is restored (nj=1 decodes in the caller's process)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads_per_job(cfg.nj))
+    try:
+        _decode_part(cfg, part)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _decode_part(cfg: DecodeConfig, part: Part) -> None:
     import kaldiio
     import torch
 
@@ -143,7 +155,6 @@ def decode_part(cfg: DecodeConfig, part: Part) -> None:
     from zlora.models import DecodingOptions
     from zlora.train.checkpoint import load_model_for_inference
 
-    torch.set_num_threads(threads_per_job(cfg.nj))
     device = part_device(part.index)
     model, _ = load_model_for_inference(cfg.exp)
     model.to(device).eval()

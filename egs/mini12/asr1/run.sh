@@ -217,11 +217,17 @@ if [ "$stage" -le 8 ] && [ "$stop_stage" -ge 8 ]; then
   fi
 fi
 langs_list="$high $low"
+lang_subset() {  # SRC LANG DST: the utterances of one language (by utt2lang) as a Kaldi data dir
+  local list
+  list=$(mktemp)
+  awk -v l="$2" '$2 == l {print $1}' "$1/utt2lang" > "$list"
+  utils/subset_data_dir.sh --utt-list "$list" "$1" "$3"
+  rm -f "$list"
+}
 if [ "$stage" -le 9 ] && [ "$stop_stage" -ge 9 ]; then
   for lang in $langs_list; do    # arXiv 2506.21555 §2.1: one LoRA expert per language, its data only
     log "stage 9: LoRA language expert $lang"
-    awk -v l="$lang" '$2 == l {print $1}' data/train_sft/utt2lang > "data/train_sft/utts_$lang"
-    utils/subset_data_dir.sh --utt-list "data/train_sft/utts_$lang" data/train_sft "data/train_sft_$lang"
+    lang_subset data/train_sft "$lang" "data/train_sft_$lang"
     python -m zlora.bin.train --config conf/lre/expert.yaml "${common[@]}" \
       --data.train "data/train_sft_$lang" --exp_dir "exp/lre/expert_$lang" --resume true "${extra_train_opts[@]}" \
       --data.batch_size 1          # last: a low-resource language's few utterances are one pack
@@ -248,8 +254,7 @@ if [ "$stage" -le 11 ] && [ "$stop_stage" -ge 11 ]; then
     log "stage 11: $set: each language with its own expert (the language is given)"
     parts=()
     for lang in $langs_list; do
-      awk -v l="$lang" '$2 == l {print $1}' "data/$set/utt2lang" > "data/$set/utts_$lang"
-      utils/subset_data_dir.sh --utt-list "data/$set/utts_$lang" "data/$set" "data/${set}_$lang"
+      lang_subset "data/$set" "$lang" "data/${set}_$lang"
       python -m zlora.bin.decode --config "$decode_config" --exp "exp/lre/expert_$lang" \
         --data "data/${set}_$lang" --feats "dump/$set/enc4/feats.scp" \
         --out "exp/lre/expert_$lang/decode_$set" --nj 1
