@@ -47,6 +47,8 @@ class TextLimits:
     foundation_number_digits: int = 4     # foundation number runs: up to this many digits
     target_number_digits: int = 3         # the target "<number> <word>" template
     years: tuple[int, int] = (1900, 2099)  # the target "<month> <year>" template, inclusive
+
+
 DOMAINS = ("target", "foundation")
 FOUNDATION_KINDS = ("words", "numbers", "names")
 
