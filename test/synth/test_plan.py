@@ -87,6 +87,8 @@ def test_config_errors_name_the_problem(monkeypatch):
         _cfg(counts=dict(test=0))
     with pytest.raises(ConfigError, match="unknown key"):
         _cfg(colour="red")
+    with pytest.raises(ConfigError, match="foundation_phrase_share: must be in"):
+        _cfg(foundation_phrase_share=1.5)
     with pytest.raises(ValueError, match="voice variants after exclusions"):
         plan_corpus(_cfg(n_test_variants=14), VARIANTS)
     # A generator that cannot give enough distinct transcripts is an error, not a short split.

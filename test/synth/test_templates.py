@@ -108,3 +108,20 @@ def test_target_limits_bound_numbers_years_and_countries():
     wide = [make_text("en", "target", build_lexicon("en"), random.Random(i)) for i in range(400)]
     assert any("hundred" in t for t in wide)
     assert not all("two thousand" in t for t in wide if t.split()[0] in lex.months_standalone)
+
+
+def test_foundation_phrase_share_mixes_target_phrases_into_the_foundation():
+    lex = build_lexicon("en", 10, 12, n_countries=10)
+    routes = lambda texts: sum(t.startswith("from ") and " to " in t for t in texts)  # noqa: E731
+    none = [make_text("en", "foundation", lex, random.Random(i)) for i in range(400)]
+    half = [make_text("en", "foundation", lex, random.Random(i), TextLimits(foundation_phrase_share=0.5))
+            for i in range(400)]
+    every = [make_text("en", "foundation", lex, random.Random(i), TextLimits(foundation_phrase_share=1.0))
+             for i in range(400)]
+    target = [make_text("en", "target", lex, random.Random(i)) for i in range(400)]
+    assert routes(none) == 0                     # runs of words/names never form "from X to Y"
+    assert 0 < routes(half) < routes(every)
+    assert routes(every) > 50 and abs(routes(every) - routes(target)) < 40   # ~1/4 of 400 each
+    # share 0 draws nothing extra: the default corpus is unchanged by the knob
+    assert none == [make_text("en", "foundation", lex, random.Random(i), TextLimits(foundation_phrase_share=0.0))
+                    for i in range(400)]

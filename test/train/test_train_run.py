@@ -52,6 +52,21 @@ def test_a_run_writes_every_output(tmp_path, corpus, monkeypatch):
     assert metrics[2]["valid_loss"] == pytest.approx(utterance_by_utterance_loss(exp, data, feats), rel=1e-4)
 
 
+def test_the_loss_terms_of_the_model_reach_the_metrics(tmp_path, corpus, monkeypatch):
+    """With the auxiliary CTC on, metrics.jsonl and train.log show ce_loss and ctc_loss, and the
+    logged total is CE + ctc_weight x CTC, step by step."""
+    cfg = cfg_for(tmp_path, corpus, **{"model.ctc_weight": 0.5, "optim.max_steps": 2})
+    assert train_inprocess(monkeypatch, cfg, tmp_path / "c.yaml") == 0
+    metrics = read_metrics(tmp_path / "exp")
+    for m in metrics:
+        assert m["ctc_loss"] > 0
+        assert m["loss"] == pytest.approx(m["ce_loss"] + 0.5 * m["ctc_loss"], rel=1e-5)
+    assert "ctc_loss=" in (tmp_path / "exp" / "train.log").read_text()
+    plain = cfg_for(tmp_path, corpus, name="plain", **{"optim.max_steps": 1})
+    assert train_inprocess(monkeypatch, plain, tmp_path / "p.yaml") == 0
+    assert not any(k.endswith("_loss") for k in read_metrics(tmp_path / "plain")[0])
+
+
 def utterance_by_utterance_loss(exp, data, feats):
     import kaldiio
 

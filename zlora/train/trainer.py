@@ -130,6 +130,7 @@ class Trainer:
         self.engine.model.train()
         loss_sum = real = padded = audio = bad = 0.0
         bad_utts: list[str] = []
+        parts: dict[str, float] = {}     # the loss's named terms (ce_loss, ctc_loss, lid_loss, ...)
         for k, (batch, meta) in enumerate(micro):
             out = self.engine.micro_step(batch, last=k == len(micro) - 1)
             loss = float(out["loss"].detach())
@@ -137,11 +138,16 @@ class Trainer:
                 bad, bad_utts = 1.0, bad_utts + meta.utts
                 loss = 0.0
             loss_sum += loss
+            for name, value in out.items():
+                if name.endswith("_loss") and isinstance(value, float):
+                    parts[name] = parts.get(name, 0.0) + value
             real, padded, audio = real + meta.real_tokens, padded + meta.padded_tokens, audio + meta.audio_seconds
             self._log_utts(meta)
         # One collective for the metrics and the divergence check, before the optimizer step so a
         # non-finite loss on any rank stops every rank with the weights still intact.
-        tot = all_reduce_sum([loss_sum, len(micro), real, padded, audio, bad], self.dist.device)
+        names = sorted(parts)            # the same on every rank: the config decides which terms exist
+        tot = all_reduce_sum([loss_sum, len(micro), real, padded, audio, bad] + [parts[n] for n in names],
+                             self.dist.device)
         if tot[5] > 0:
             raise FloatingPointError(f"step {self.step + 1}: the loss is NaN or Inf on {int(tot[5])} rank(s)"
                                      + (f"; here in a batch with {bad_utts[:5]}" if bad_utts else ""))
@@ -149,7 +155,8 @@ class Trainer:
         dt = max(time.perf_counter() - t0, 1e-9)
         return {"epoch": self.data.sampler.epoch, "loss": tot[0] / tot[1], "lr": lr, "grad_norm": grad_norm,
                 "tokens_per_s": tot[2] / dt, "audio_s_per_s": tot[4] / dt,
-                "packing_efficiency": tot[2] / max(tot[3], 1.0), "step_time_s": dt}
+                "packing_efficiency": tot[2] / max(tot[3], 1.0), "step_time_s": dt,
+                **{n: tot[6 + i] / tot[1] for i, n in enumerate(names)}}
 
     def _log_utts(self, meta) -> None:
         if self.utt_log is not None:

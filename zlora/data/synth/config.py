@@ -80,6 +80,7 @@ class SynthConfig:
     target_number_digits: int = 3          # the target "<number> <word>" phrases
     years: list[int] = field(default_factory=lambda: [1900, 2099])  # target "<month> <year>", inclusive
     n_countries: int | None = None         # country names per language (null: all ~57 usable)
+    foundation_phrase_share: float = 0.0   # foundation utterances that are target-template phrases
     sample_rate: int = 16000
     nj: int = 2                            # synthesis processes (does not change the output)
     espeak: str = "espeak-ng"              # binary (does not change the output)
@@ -104,12 +105,15 @@ class SynthConfig:
                 raise ConfigError(f"{key}: must be 1..6, got {getattr(self, key)}")
         if len(self.years) != 2 or not 0 < self.years[0] <= self.years[1] <= 9999:
             raise ConfigError(f"years: must be [first, last] with 0 < first <= last <= 9999, got {self.years}")
+        if not 0.0 <= self.foundation_phrase_share <= 1.0:
+            raise ConfigError(f"foundation_phrase_share: must be in [0, 1], got {self.foundation_phrase_share}")
         if self.n_countries is not None and self.n_countries < 2:
             raise ConfigError(f"n_countries: the route template needs at least 2, got {self.n_countries}")
 
     @property
     def text_limits(self) -> TextLimits:
-        return TextLimits(self.foundation_number_digits, self.target_number_digits, tuple(self.years))
+        return TextLimits(self.foundation_number_digits, self.target_number_digits, tuple(self.years),
+                          self.foundation_phrase_share)
 
     @property
     def languages(self) -> list[str]:

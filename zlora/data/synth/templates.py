@@ -6,11 +6,13 @@ Target phrases are short, natural, and built from four templates per language: a
 month with a year. Each language's templates carry its own glue words (es "de", vi "ngày",
 ko "에서 ... 까지", zh "从 ... 到", ja "から ... まで").
 
-Foundation utterances use the same lexicon but no phrase structure: runs of 2-4 frequent words
+Foundation utterances use the same lexicon. With SynthConfig.foundation_phrase_share = p, a
+share p of them are target-template phrases (the stage-1 "corpus" then differs from the target
+in voices and speaking style only); the rest have no phrase structure: runs of 2-4 frequent words
 (including the target templates' glue words), one or two numbers (up to 9999 by default;
-SynthConfig.foundation_number_digits), or runs of 2-3 names
-(months, weekdays, countries). A model trained on them knows every language's words, but has
-never heard the target phrase shapes (nor, with the default voice split, the target voices).
+SynthConfig.foundation_number_digits), or runs of 2-3 names (months, weekdays, countries).
+With p = 0 a model trained on them knows every language's words, but has never heard the target
+phrase shapes (nor, with the default voice split, the target voices).
 """
 from __future__ import annotations
 
@@ -42,11 +44,16 @@ LANGUAGES = tuple(sorted(TARGET_TEMPLATES))
 
 @dataclass(frozen=True)
 class TextLimits:
-    """How wide the number slots range (SynthConfig): every distinct number is a word type the
-    model must learn, and in de/ja/zh/ko a number is one long word (German years are compounds)."""
+    """What the generators may draw (SynthConfig). The number slots: every distinct number is a
+    word type the model must learn, and in de/ja/zh/ko a number is one long word (German years
+    are compounds)."""
     foundation_number_digits: int = 4     # foundation number runs: up to this many digits
     target_number_digits: int = 3         # the target "<number> <word>" template
     years: tuple[int, int] = (1900, 2099)  # the target "<month> <year>" template, inclusive
+    # Share of foundation utterances that are target-template phrases (0: none, only word runs).
+    # A from-scratch LLM learns to read phrases far faster than unstructured runs (measured on
+    # 4 languages, 600 steps: 21.7 % held-out WER on phrases against 67 % on runs).
+    foundation_phrase_share: float = 0.0
 
 
 DOMAINS = ("target", "foundation")
@@ -107,10 +114,15 @@ def target_text(lang: str, lex: Lexicon, rng: random.Random, limits: TextLimits 
     return _final(tpl.format(**values), lang)
 
 
-def foundation_text(lang: str, lex: Lexicon, rng: random.Random, number_digits: int = 4) -> str:
-    """One stage-1 utterance: a run of words, of numbers (up to ``number_digits`` digits), or of
-    names (see the module doc)."""
+def foundation_text(lang: str, lex: Lexicon, rng: random.Random, limits: TextLimits = TextLimits()) -> str:
+    """One stage-1 utterance: a target-template phrase (with probability
+    ``limits.foundation_phrase_share``), else a run of words, of numbers (up to
+    ``limits.foundation_number_digits`` digits), or of names (see the module doc)."""
     _check_lang(lang)
+    # No draw at share 0, so corpora synthesised without phrases stay exactly as they were.
+    if limits.foundation_phrase_share > 0 and rng.random() < limits.foundation_phrase_share:
+        return target_text(lang, lex, rng, limits)
+    number_digits = limits.foundation_number_digits
     kind = rng.choice(FOUNDATION_KINDS)
     if kind == "words":
         pool = lex.function_words + lex.words + glue_words(lang)
@@ -139,5 +151,5 @@ def make_text(lang: str, domain: str, lex: Lexicon, rng: random.Random,
     if domain == "target":
         return target_text(lang, lex, rng, limits)
     if domain == "foundation":
-        return foundation_text(lang, lex, rng, limits.foundation_number_digits)
+        return foundation_text(lang, lex, rng, limits)
     raise ValueError(f"unknown text domain {domain!r}; known: {', '.join(DOMAINS)}")
