@@ -47,7 +47,7 @@ def test_every_stage_leaves_its_outputs(recipe):
     d, log = recipe
     for s in ["foundation", "foundation_dev", "train_sft", "dev", "test"]:
         assert (d / "dump" / s / ".done").is_file()
-    for s, enc in [("foundation", "enc6"), ("train_sft", "enc4"), ("test", "enc4"), ("test", "enc6")]:
+    for s, enc in [("foundation", "enc6"), ("train_sft", "enc5"), ("test", "enc5"), ("test", "enc6")]:
         assert (d / "dump" / s / enc / ".done").is_file()
     assert (d / "exp/lid/lid.safetensors").is_file() and (d / "data/lang/spm.model").is_file()
     assert (d / "exp/stage1/final/model.safetensors").is_file()
@@ -80,7 +80,7 @@ def test_results_has_a_row_per_method(recipe):
 
 def test_rerunning_finished_stages_is_a_noop(recipe):
     d, _ = recipe
-    watched = [d / "dump/train_sft/feats.ark", d / "dump/test/enc4/feats.ark",
+    watched = [d / "dump/train_sft/feats.ark", d / "dump/test/enc5/feats.ark",
                d / "exp/stage2/lora_seed0/decode_test/text", d / "data/test/text"]
     before = [p.stat().st_mtime_ns for p in watched]
     run(d, "--stage", "1", "--stop_stage", "3")

@@ -80,3 +80,23 @@ def test_lid_input_errors(tmp_path, trained, corpus, monkeypatch):
     post.write_text("not json\n")
     code, err = _decode(monkeypatch, [*base, "--out", tmp_path / "c", "--lang_mode", "whisper_lid", "--lid_posteriors", post])
     assert code == 2 and f"{post}:1" in err
+
+
+def test_several_sets_in_one_process_decode_as_separate_calls(tmp_path, trained, corpus, monkeypatch):
+    data, feats, _ = corpus
+    base = ["--exp", trained[0], "--max_new_tokens", 4]
+    code, err = _decode(monkeypatch, [*base, "--data", data, "--feats", feats, "--out", tmp_path / "one"])
+    assert code == 0, err
+    two = [tmp_path / "a", tmp_path / "b"]
+    code, err = _decode(monkeypatch, [*base, "--data", f"[{data}, {data}]", "--feats", f"[{feats}, {feats}]",
+                                      "--out", f"[{two[0]}, {two[1]}]"])
+    assert code == 0, err
+    one = (tmp_path / "one/text").read_text()
+    assert one and all((d / "text").read_text() == one for d in two)
+    assert "data: " + str(data) in (two[1] / "decode.yaml").read_text()   # each set records its own config
+    code, err = _decode(monkeypatch, [*base, "--data", f"[{data}, {data}]", "--feats", f"[{feats}]",
+                                      "--out", f"[{two[0]}, {two[1]}]"])
+    assert code != 0 and "same number of sets" in err and "got 2, 1 and 2" in err
+    code, err = _decode(monkeypatch, [*base, "--data", f"[{data}, {data}]", "--feats", f"[{feats}, {feats}]",
+                                      "--out", f"[{two[0]}, {two[0]}]"])
+    assert code != 0 and "same dir" in err

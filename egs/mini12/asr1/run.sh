@@ -23,11 +23,16 @@ synth_config=conf/synth.yaml
 stage1_config=conf/train_stage1.yaml
 stage2_dir=conf/stage2          # one YAML per method: $stage2_dir/<method>.yaml
 decode_config=conf/decode.yaml
-low_hours=0.0016                # hours kept per low-resource language (~1/100+ of a high one)
+low_hours=0.0012                # hours kept per low-resource language: ~4 s, >= 1/100 of a high one
+                                #   (stage 1 prints the measured ratio)
 whisper_dir=                    # default: $ZLORA_ROOT/.cache/whisper-base (converted in stage 0)
 vocab_size=1500                 # sentencepiece vocabulary of the from-scratch LLM
 prompts=conf/prompts_tags.yaml  # its prompts: one piece each (must match model.prompts_file)
-nj=2
+nj=2                            # synthesis and feature-dump processes
+decode_nj=1                     # decoding processes per set: each spawned job pays ~8 s of imports,
+                                #   more than decoding a mini12 set costs
+sft_cached=5                    # encoder layers cached for stage 2 (= model.encoder.cached_layers of
+                                #   $stage2_dir/base.yaml): dump/*/enc$sft_cached
 decode_sets="dev test"
 lre_sets="test"                 # stage 11 (second paper) decodes these sets
 train_opts=                     # extra "--key value" overrides for every training run
@@ -73,13 +78,22 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   log "stage 1: low-resource subset ($low_hours h per language) and the stage-2 training set"
   utils/subset_data_dir.sh --hours "$low_hours" --per-lang --seed 1 data/train_low_full data/train_low
   utils/combine_data.sh data/train_sft data/train_high data/train_low
+  # The paper's imbalance is 1000 h : 1 h; the issue asks for >= 100:1. Report what the subset gave.
+  awk -v lows="$low" '
+    BEGIN { split(lows, l, " "); for (i in l) is_low[l[i]] = 1 }
+    FNR == NR { lang[$1] = $2; next }
+    { sec[lang[$1]] += $2 }
+    END { for (x in sec) if (x in is_low) { if (sec[x] > hi_low) hi_low = sec[x] }
+                         else if (lo_high == "" || sec[x] < lo_high) lo_high = sec[x]
+          printf "stage 1: imbalance %.0f:1 (smallest high-resource language %.0f s, largest low-resource %.1f s)\n",
+                 lo_high / hi_low, lo_high, hi_low }' data/train_sft/utt2lang data/train_sft/utt2dur >&2
   for set in foundation foundation_dev train_sft dev test; do
     utils/validate_data_dir.sh --no-audio-check "data/$set"
   done
 fi
 
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
-  log "stage 2: log-mel features, then caches of the frozen encoder (all 6 layers: stage 1; bottom 4: stage 2)"
+  log "stage 2: log-mel features, then caches of the frozen encoder (all 6 layers: stage 1; bottom $sft_cached: stage 2)"
   for set in foundation foundation_dev train_sft dev test; do
     python -m zlora.bin.dump_feats --data "data/$set" --out "dump/$set" --nj "$nj"
   done
@@ -88,10 +102,10 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
       --layers 6 --out "dump/$set/enc6"
   done
   python -m zlora.bin.dump_encoder --whisper "$whisper_dir" --feats dump/train_sft/feats.scp \
-    --layers 4 --out dump/train_sft/enc4
+    --layers "$sft_cached" --out "dump/train_sft/enc$sft_cached"
   for set in dev test; do
     python -m zlora.bin.dump_encoder --whisper "$whisper_dir" --feats "dump/$set/feats.scp" \
-      --layers 4 6 --out "dump/$set/enc4" "dump/$set/enc6"
+      --layers "$sft_cached" 6 --out "dump/$set/enc$sft_cached" "dump/$set/enc6"
   done
 fi
 
@@ -128,17 +142,19 @@ fi
 
 runs=("stage1:0:exp/stage1:enc6")
 for seed in $seeds; do
-  for method in $methods; do runs+=("$method:$seed:$(stage2_exp "$method" "$seed"):enc4"); done
+  for method in $methods; do runs+=("$method:$seed:$(stage2_exp "$method" "$seed"):enc$sft_cached"); done
 done
 
 if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
   for run in "${runs[@]}"; do
     IFS=: read -r method seed exp feats <<< "$run"
+    datas=() scps=() outs=()      # every set in one process: the imports are paid once per model
     for set in $decode_sets; do
-      log "stage 6: decode $set with $exp"
-      python -m zlora.bin.decode --config "$decode_config" --exp "$exp" --data "data/$set" \
-        --feats "dump/$set/$feats/feats.scp" --out "$exp/decode_$set" --nj "$nj"
+      datas+=("data/$set") scps+=("dump/$set/$feats/feats.scp") outs+=("$exp/decode_$set")
     done
+    log "stage 6: decode $decode_sets with $exp"
+    python -m zlora.bin.decode --config "$decode_config" --exp "$exp" --data "[$(csv "${datas[@]}")]" \
+      --feats "[$(csv "${scps[@]}")]" --out "[$(csv "${outs[@]}")]" --nj "$decode_nj"
   done
 fi
 
@@ -209,7 +225,7 @@ if [ "$stage" -le 8 ] && [ "$stop_stage" -ge 8 ]; then
   if [[ " $methods " == *" lora "* && " $methods " == *" zipper-soft "* ]]; then   # Fig. 8
     for m in lora zipper-soft; do
       python -m zlora.bin.dump_embeddings --exp "$(stage2_exp "$m" "$seed")" --data data/test \
-        --feats dump/test/enc4/feats.scp --out "$(stage2_exp "$m" "$seed")/embeddings_test.safetensors"
+        --feats "dump/test/enc$sft_cached/feats.scp" --out "$(stage2_exp "$m" "$seed")/embeddings_test.safetensors"
     done
     python -m zlora.bin.plot tsne --out figures/fig8_tsne.png --utt2lang data/test/utt2lang \
       "Vanilla-LoRA=$(stage2_exp lora "$seed")/embeddings_test.safetensors" \
@@ -256,7 +272,7 @@ if [ "$stage" -le 11 ] && [ "$stop_stage" -ge 11 ]; then
     for lang in $langs_list; do
       lang_subset "data/$set" "$lang" "data/${set}_$lang"
       python -m zlora.bin.decode --config "$decode_config" --exp "exp/lre/expert_$lang" \
-        --data "data/${set}_$lang" --feats "dump/$set/enc4/feats.scp" \
+        --data "data/${set}_$lang" --feats "dump/$set/enc$sft_cached/feats.scp" \
         --out "exp/lre/expert_$lang/decode_$set" --nj 1
       parts+=("exp/lre/expert_$lang/decode_$set/text")
     done
@@ -279,7 +295,7 @@ if [ "$stage" -le 11 ] && [ "$stop_stage" -ge 11 ]; then
       fi
       log "stage 11: decode $set: $label"
       python -m zlora.bin.decode --config "$decode_config" --exp "$exp" --data "data/$set" \
-        --feats "dump/$set/enc4/feats.scp" --out "$dir" --nj "$nj" "${dopts[@]}"
+        --feats "dump/$set/enc$sft_cached/feats.scp" --out "$dir" --nj "$decode_nj" "${dopts[@]}"
       python -m zlora.bin.score --ref "data/$set/text" --hyp "$dir/text" --utt2lang "data/$set/utt2lang" \
         --outdir "$dir/score" --method "$label" --regime full --seed 0 --test_set "$set" --exp "$exp"
     done
