@@ -35,6 +35,7 @@ sft_cached=5                    # encoder layers cached for stage 2 (= model.enc
                                 #   $stage2_dir/base.yaml): dump/*/enc$sft_cached
 decode_sets="dev test"
 lre_sets="test"                 # stage 11 (second paper) decodes these sets
+lre_cached=4                    # its encoder cache: MoLE needs two adapted layers (conf/lre/base.yaml)
 train_opts=                     # extra "--key value" overrides for every training run
 threads=                        # torch threads per process (default: all cores)
 
@@ -240,7 +241,13 @@ lang_subset() {  # SRC LANG DST: the utterances of one language (by utt2lang) as
   utils/subset_data_dir.sh --utt-list "$list" "$1" "$3"
   rm -f "$list"
 }
+cache_of() { case "$1" in exp/lre/*) echo "enc$lre_cached" ;; *) echo "enc$sft_cached" ;; esac; }
 if [ "$stage" -le 9 ] && [ "$stop_stage" -ge 9 ]; then
+  log "stage 9: encoder caches of the bottom $lre_cached layers (the second paper adapts the top 2)"
+  for set in train_sft dev $lre_sets; do
+    python -m zlora.bin.dump_encoder --whisper "$whisper_dir" --feats "dump/$set/feats.scp" \
+      --layers "$lre_cached" --out "dump/$set/enc$lre_cached"
+  done
   for lang in $langs_list; do    # arXiv 2506.21555 §2.1: one LoRA expert per language, its data only
     log "stage 9: LoRA language expert $lang"
     lang_subset data/train_sft "$lang" "data/train_sft_$lang"
@@ -272,7 +279,7 @@ if [ "$stage" -le 11 ] && [ "$stop_stage" -ge 11 ]; then
     for lang in $langs_list; do
       lang_subset "data/$set" "$lang" "data/${set}_$lang"
       python -m zlora.bin.decode --config "$decode_config" --exp "exp/lre/expert_$lang" \
-        --data "data/${set}_$lang" --feats "dump/$set/enc$sft_cached/feats.scp" \
+        --data "data/${set}_$lang" --feats "dump/$set/enc$lre_cached/feats.scp" \
         --out "exp/lre/expert_$lang/decode_$set" --nj 1
       parts+=("exp/lre/expert_$lang/decode_$set/text")
     done
@@ -295,7 +302,7 @@ if [ "$stage" -le 11 ] && [ "$stop_stage" -ge 11 ]; then
       fi
       log "stage 11: decode $set: $label"
       python -m zlora.bin.decode --config "$decode_config" --exp "$exp" --data "data/$set" \
-        --feats "dump/$set/enc$sft_cached/feats.scp" --out "$dir" --nj "$decode_nj" "${dopts[@]}"
+        --feats "dump/$set/$(cache_of "$exp")/feats.scp" --out "$dir" --nj "$decode_nj" "${dopts[@]}"
       python -m zlora.bin.score --ref "data/$set/text" --hyp "$dir/text" --utt2lang "data/$set/utt2lang" \
         --outdir "$dir/score" --method "$label" --regime full --seed 0 --test_set "$set" --exp "$exp"
     done
