@@ -23,7 +23,8 @@ synth_config=conf/synth.yaml
 stage1_config=conf/train_stage1.yaml
 stage2_dir=conf/stage2          # one YAML per method: $stage2_dir/<method>.yaml
 decode_config=conf/decode.yaml
-low_hours=0.0012                # hours kept per low-resource language: ~4 s, >= 1/100 of a high one
+low_hours=0.0006                # hours per low-resource language: the draw stops at the first utterance
+                                #   that reaches it, so ~2 utterances, 3-5 s: >= 1/100 of a high one
                                 #   (stage 1 prints the measured ratio)
 whisper_dir=                    # default: $ZLORA_ROOT/.cache/whisper-base (converted in stage 0)
 vocab_size=1500                 # sentencepiece vocabulary of the from-scratch LLM
