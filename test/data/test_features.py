@@ -97,6 +97,24 @@ def test_dump_feats_done_is_noop_and_unfinished_is_redone(tmp_path):
         dump_feats.main(["--data", str(d), "--out", str(out), "--n_mels", "128"])
 
 
+def test_dump_feats_redoes_a_dump_whose_audio_changed(tmp_path):
+    """Re-synthesised audio behind the same wav.scp (a recipe rerun after a config edit) must not
+    be served from the old dump."""
+    d = make_datadir(tmp_path / "data", langs=("en",), spks_per_lang=1, utts_per_spk=2, seconds=0.2)
+    out = tmp_path / "dump"
+    dump_feats.main(["--data", str(d), "--out", str(out)])
+    before = read_ark(out)
+    utt, wav = (d / "wav.scp").read_text().splitlines()[0].split(maxsplit=1)
+    audio, sr = sf.read(wav)
+    sf.write(wav, np.concatenate([audio, audio]), sr)           # same id, new (longer) audio
+    dump_feats.main(["--data", str(d), "--out", str(out)])
+    after = read_ark(out)
+    assert after[utt].shape[0] == 2 * before[utt].shape[0]
+    stamp = (out / "feats.ark").stat().st_mtime_ns
+    dump_feats.main(["--data", str(d), "--out", str(out)])       # unchanged again: a no-op
+    assert (out / "feats.ark").stat().st_mtime_ns == stamp
+
+
 def test_dump_feats_bad_audio_fails_without_done(tmp_path):
     d = make_datadir(tmp_path / "data", langs=("en",), spks_per_lang=1, utts_per_spk=2, seconds=0.2)
     (d / "wav" / "enspk0-001.wav").write_bytes(b"RIFFjunk")

@@ -53,6 +53,13 @@ def test_dump_encoder_writes_bottom_layer_states(setup):
     assert meta["layers"] == 2 and meta["d_model"] == 32 and len(meta["fingerprint"]) == 64
     stamp = (out / "feats.ark").stat().st_mtime_ns
     assert main(args) == 0 and (out / "feats.ark").stat().st_mtime_ns == stamp       # kept
+    # the log-mel dump is redone (new audio): the cache is stale and redone too
+    new = {u: m[: m.shape[0] // 2] for u, m in mats.items()}
+    with kaldiio.WriteHelper(f"ark,scp:{tmp}/feats/feats.ark,{tmp}/feats/feats.scp") as w:
+        for u in ["utt0", "utt1", "utt2"]:
+            w(u, new[u])
+    assert main(args) == 0
+    assert (out / "utt2num_frames").read_text() == "utt0 15\nutt1 30\nutt2 9\n"
 
 
 def test_encoder_state_overlay_changes_the_cache_and_bad_input_fails(setup):

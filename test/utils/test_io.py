@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from zlora.utils.io import atomic_open, atomic_save_file, atomic_write_text
+from zlora.utils.io import atomic_open, atomic_save_file, atomic_write_text, table_fingerprint
 
 
 def test_atomic_write_replaces_only_on_success(tmp_path):
@@ -38,3 +38,21 @@ def test_atomic_files_respect_umask(tmp_path):
         assert (os.stat(tmp_path / "a.txt").st_mode & 0o777) == 0o644
     finally:
         os.umask(old)
+
+
+def test_table_fingerprint_follows_the_files_a_table_names(tmp_path):
+    ark, wav = tmp_path / "f.ark", tmp_path / "a.wav"
+    ark.write_bytes(b"x" * 10)
+    wav.write_bytes(b"RIFF")
+    scp = tmp_path / "feats.scp"
+    scp.write_text(f"u1 {ark}:3\nu2 {ark}:7\nu3 {wav}\nu4 sox in.flac -t wav - |\n")
+    fp = table_fingerprint(scp, tmp_path / "segments")          # a missing table counts as empty
+    assert fp == table_fingerprint(scp, tmp_path / "segments")
+    ark.write_bytes(b"y" * 11)                                  # the ark behind "path:offset"
+    assert table_fingerprint(scp, tmp_path / "segments") != fp
+    fp = table_fingerprint(scp)
+    os.utime(wav, ns=(1, 1))                                    # a plain path: same size, new mtime
+    assert table_fingerprint(scp) != fp
+    fp = table_fingerprint(scp)
+    scp.write_text(scp.read_text().replace("-t wav", "-t  wav"))  # a pipe counts by its text
+    assert table_fingerprint(scp) != fp

@@ -9,7 +9,9 @@ layers) and a stage-2 cache (bottom layers) pays for the encoder once.
 
 Writes OUT/feats.scp + OUT/feats.ark (kaldiio, one float32 (T_enc, d) matrix per utterance:
 hidden states after N layers, before the final LayerNorm, 50 frames per second),
-OUT/utt2num_frames, OUT/meta.yaml and, last, OUT/.done. A finished OUT (same settings) is kept.
+OUT/utt2num_frames, OUT/meta.yaml and, last, OUT/.done. A finished OUT (same settings, and the
+same --feats dump: meta.yaml records a fingerprint of feats.scp and its arks) is kept; a re-dumped
+--feats makes it stale, and it is redone.
 --encoder_state overlays encoder weights from a stage-1 checkpoint (keys ``encoder.*``), so a
 cache can follow an encoder that stage 1 trained; meta.yaml records a fingerprint of the weights.
 """
@@ -23,7 +25,7 @@ from pathlib import Path
 import yaml
 
 from zlora.utils.cli import UserError, run_main
-from zlora.utils.io import atomic_write_text
+from zlora.utils.io import atomic_write_text, table_fingerprint
 from zlora.utils.log import get_logger, setup_logging
 
 log = get_logger("dump_encoder")
@@ -72,7 +74,8 @@ def main(argv: list[str]) -> int:
 def expected_meta(args: argparse.Namespace, n_layers: int) -> dict:
     return {"whisper": os.path.abspath(args.whisper), "feats": os.path.abspath(args.feats),
             "layers": n_layers, "encoder_state": args.encoder_state and os.path.abspath(args.encoder_state),
-            "frames_per_second": 50, "dtype": "float32", "compute": "bf16" if args.bf16 else "fp32"}
+            "frames_per_second": 50, "dtype": "float32", "compute": "bf16" if args.bf16 else "fp32",
+            "source": table_fingerprint(args.feats)}
 
 
 def is_done(out: Path, meta: dict) -> bool:

@@ -4,8 +4,9 @@ Usage: python -m zlora.bin.dump_feats --data DIR --out DUMPDIR [--n_mels 80] [--
 
 Writes DUMPDIR/feats.ark + feats.scp (kaldiio; one (T, n_mels) float32 time-major matrix per
 utterance, T = samples // 160), DUMPDIR/utt2num_frames, DUMPDIR/config.yaml and, last, DUMPDIR/.done.
-A rerun with .done present does nothing; a DUMPDIR without .done (an interrupted run) is redone
-from scratch. --nj N splits the utterances into N contiguous, sorted parts computed by N processes
+A rerun with .done present does nothing, unless the data dir changed since (.done records a
+fingerprint of wav.scp, segments and the audio files' sizes and mtimes: re-synthesised audio is
+redone, not silently reused); a DUMPDIR without .done (an interrupted run) is redone from scratch. --nj N splits the utterances into N contiguous, sorted parts computed by N processes
 (one torch thread each); their arks are concatenated into feats.ark and the scp offsets shifted.
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ from zlora.data.audio import load_utterance
 from zlora.data.features import utterance_features
 from zlora.data.kaldi import DataDir, write_kv
 from zlora.utils.cli import UserError, run_main
-from zlora.utils.io import atomic_open, atomic_write_text
+from zlora.utils.io import atomic_open, atomic_write_text, table_fingerprint
 from zlora.utils.log import get_logger, setup_logging
 
 log = get_logger("dump_feats")
@@ -39,14 +40,23 @@ class DumpFeatsConfig:
     nj: int = 1
 
 
+def source_fingerprint(data: str) -> str:
+    return table_fingerprint(Path(data) / "wav.scp", Path(data) / "segments")
+
+
 def already_done(cfg: DumpFeatsConfig, out: Path) -> bool:
-    """True if a finished dump with the same n_mels is there; a different one is an error."""
+    """True if a finished dump of the same audio with the same n_mels is there; other n_mels is an
+    error, changed audio (or a dump from before fingerprints) means redo."""
     if not (out / ".done").is_file():
         return False
     old = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8")) or {}
     if old.get("n_mels") != cfg.n_mels:
         raise UserError(f"{out} holds a finished dump with n_mels={old.get('n_mels')}, not "
                         f"{cfg.n_mels}; remove it or choose another --out")
+    done = (out / ".done").read_text(encoding="utf-8").split()
+    if done[-1:] != [source_fingerprint(cfg.data)]:
+        log.info("%s: %s changed since this dump (wav.scp, segments or the audio); redoing it", out, cfg.data)
+        return False
     return True
 
 
@@ -122,7 +132,8 @@ def main(argv: list[str]) -> int:
     merge(out, run_parts(cfg, utts, out / "split"))
     shutil.rmtree(out / "split")
     save_config(cfg, out / "config.yaml")
-    atomic_write_text(out / ".done", f"{len(utts)} utterances\n")  # completion marker, written last
+    # completion marker, written last; its last word identifies the audio it was computed from
+    atomic_write_text(out / ".done", f"{len(utts)} utterances, source {source_fingerprint(cfg.data)}\n")
     log.info("wrote %s/feats.scp (%d utterances)", out, len(utts))
     return 0
 

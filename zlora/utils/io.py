@@ -6,6 +6,7 @@ clobbers the previous version of that file.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -76,3 +77,29 @@ def atomic_save_file(save_fn, path: str | os.PathLike) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def table_fingerprint(*tables: str | os.PathLike) -> str:
+    """sha256 over Kaldi tables (wav.scp, segments, feats.scp) and the size and mtime of every file
+    they point to. An output derived from them records it, so that a rerun can tell it went stale:
+    re-synthesised audio behind an unchanged wav.scp, a re-dumped ark behind an unchanged
+    feats.scp. Pipe entries ("cmd |") count by their text only; ark offsets ("x.ark:123") by the
+    ark file. Missing tables count as empty."""
+    h = hashlib.sha256()
+    seen: set[str] = set()
+    for table in tables:
+        text = Path(table).read_bytes() if os.path.isfile(table) else b""
+        h.update(f"{os.path.basename(table)}\0{len(text)}\0".encode() + text)
+        for line in text.decode("utf-8", "replace").splitlines():
+            parts = line.split(maxsplit=1)
+            if len(parts) < 2 or parts[1].rstrip().endswith("|"):
+                continue
+            path = parts[1].strip()
+            if not os.path.isfile(path):
+                path = path.rsplit(":", 1)[0]
+            if path in seen or not os.path.isfile(path):
+                continue
+            seen.add(path)
+            st = os.stat(path)
+            h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
