@@ -6,7 +6,8 @@ Writes DUMPDIR/feats.ark + feats.scp (kaldiio; one (T, n_mels) float32 time-majo
 utterance, T = samples // 160), DUMPDIR/utt2num_frames, DUMPDIR/config.yaml and, last, DUMPDIR/.done.
 A rerun with .done present does nothing, unless the data dir changed since (.done records a
 fingerprint of wav.scp, segments and the audio files' sizes and mtimes: re-synthesised audio is
-redone, not silently reused); a DUMPDIR without .done (an interrupted run) is redone from scratch. --nj N splits the utterances into N contiguous, sorted parts computed by N processes
+redone, not silently reused); a DUMPDIR without .done (an interrupted run) is redone from
+scratch. --nj N splits the utterances into N contiguous, sorted parts computed by N processes
 (one torch thread each); their arks are concatenated into feats.ark and the scp offsets shifted.
 """
 from __future__ import annotations

@@ -52,7 +52,8 @@ class TextLimits:
     years: tuple[int, int] = (1900, 2099)  # the target "<month> <year>" template, inclusive
     # Share of foundation utterances that are target-template phrases (0: none, only word runs).
     # A from-scratch LLM learns to read phrases far faster than unstructured runs (measured on
-    # 4 languages, 600 steps: 21.7 % held-out WER on phrases against 67 % on runs).
+    # 4 languages, 600 steps, each scored on held-out utterances of its own kind: 21.7 % WER
+    # after training on 400 phrases per language, 67 % after 800 runs per language).
     foundation_phrase_share: float = 0.0
 
 
