@@ -80,7 +80,7 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   log "stage 1: low-resource subset ($low_hours h per language) and the stage-2 training set"
   utils/subset_data_dir.sh --hours "$low_hours" --per-lang --seed 1 data/train_low_full data/train_low
   utils/combine_data.sh data/train_sft data/train_high data/train_low
-  # The paper's imbalance is 1000 h : 1 h; the issue asks for >= 100:1. Report what the subset gave.
+  # The paper's imbalance is 1000 h : 1 h; this recipe keeps >= 100:1. Report what the subset gave.
   awk -v lows="$low" '
     BEGIN { split(lows, l, " "); for (i in l) is_low[l[i]] = 1 }
     FNR == NR { lang[$1] = $2; next }
