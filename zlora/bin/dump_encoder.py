@@ -52,9 +52,10 @@ def main(argv: list[str]) -> int:
         raise UserError(f"--layers {args.layers} and --out {args.out}: give one output dir per "
                         "distinct layer count")
     setup_logging()
+    source = table_fingerprint(args.feats)   # once, before the dump: what the outputs are made from
     todo = {}
     for n, out in sorted(zip(args.layers, map(Path, args.out))):
-        if is_done(out, expected_meta(args, n)):
+        if is_done(out, expected_meta(args, n, source)):
             log.info("%s is complete (.done, same settings); nothing to do", out)
         else:
             todo[n] = out
@@ -63,7 +64,7 @@ def main(argv: list[str]) -> int:
     encoder = load_encoder(args, max(todo))
     count = dump(encoder, args, todo)
     for n, out in todo.items():
-        meta = expected_meta(args, n)
+        meta = expected_meta(args, n, source)
         meta.update(fingerprint=fingerprint(encoder, n), d_model=encoder.d_model, utterances=count)
         atomic_write_text(out / "meta.yaml", yaml.safe_dump(meta, sort_keys=False))
         atomic_write_text(out / ".done", "")
@@ -71,11 +72,11 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def expected_meta(args: argparse.Namespace, n_layers: int) -> dict:
+def expected_meta(args: argparse.Namespace, n_layers: int, source: str) -> dict:
     return {"whisper": os.path.abspath(args.whisper), "feats": os.path.abspath(args.feats),
             "layers": n_layers, "encoder_state": args.encoder_state and os.path.abspath(args.encoder_state),
             "frames_per_second": 50, "dtype": "float32", "compute": "bf16" if args.bf16 else "fp32",
-            "source": table_fingerprint(args.feats)}
+            "source": source}
 
 
 def is_done(out: Path, meta: dict) -> bool:

@@ -45,7 +45,7 @@ def source_fingerprint(data: str) -> str:
     return table_fingerprint(Path(data) / "wav.scp", Path(data) / "segments")
 
 
-def already_done(cfg: DumpFeatsConfig, out: Path) -> bool:
+def already_done(cfg: DumpFeatsConfig, out: Path, source: str) -> bool:
     """True if a finished dump of the same audio with the same n_mels is there; other n_mels is an
     error, changed audio (or a dump from before fingerprints) means redo."""
     if not (out / ".done").is_file():
@@ -55,7 +55,7 @@ def already_done(cfg: DumpFeatsConfig, out: Path) -> bool:
         raise UserError(f"{out} holds a finished dump with n_mels={old.get('n_mels')}, not "
                         f"{cfg.n_mels}; remove it or choose another --out")
     done = (out / ".done").read_text(encoding="utf-8").split()
-    if done[-1:] != [source_fingerprint(cfg.data)]:
+    if done[-1:] != [source]:
         log.info("%s: %s changed since this dump (wav.scp, segments or the audio); redoing it", out, cfg.data)
         return False
     return True
@@ -122,7 +122,8 @@ def main(argv: list[str]) -> int:
     if cfg.nj < 1 or cfg.n_mels < 1:
         raise UserError(f"--nj and --n_mels must be >= 1, got nj={cfg.nj} n_mels={cfg.n_mels}")
     out = Path(cfg.out)
-    if already_done(cfg, out):
+    source = source_fingerprint(cfg.data)   # once, before the dump: what the features are made from
+    if already_done(cfg, out, source):
         log.info("%s/.done exists: features already dumped, nothing to do", out)
         return 0
     clean(out)
@@ -134,7 +135,7 @@ def main(argv: list[str]) -> int:
     shutil.rmtree(out / "split")
     save_config(cfg, out / "config.yaml")
     # completion marker, written last; its last word identifies the audio it was computed from
-    atomic_write_text(out / ".done", f"{len(utts)} utterances, source {source_fingerprint(cfg.data)}\n")
+    atomic_write_text(out / ".done", f"{len(utts)} utterances, source {source}\n")
     log.info("wrote %s/feats.scp (%d utterances)", out, len(utts))
     return 0
 
