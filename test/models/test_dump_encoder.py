@@ -91,3 +91,27 @@ def test_two_layer_counts_in_one_pass_equal_separate_dumps(setup):
     assert yaml.safe_load((tmp / "a1/meta.yaml").read_text())["layers"] == 1
     with pytest.raises(UserError, match="one output dir per"):
         main(common + ["--layers", "1", "2", "--out", str(tmp / "c")])
+
+
+def test_workers_write_the_same_cache_as_one_process(setup):
+    import subprocess
+    import sys
+
+    tmp, _ = setup
+    common = ["--whisper", str(tmp / "whisper"), "--feats", str(tmp / "feats/feats.scp"), "--batch_size", "1"]
+    assert main(common + ["--layers", "1", "2", "--out", str(tmp / "a1"), str(tmp / "a2")]) == 0
+    (tmp / "w2").mkdir()
+    (tmp / "w2/feats.ark").write_bytes(b"left by an older dump with --nj 1")
+    # a fresh process, as in a recipe: it forks its workers before running any tensor op
+    subprocess.run([sys.executable, "-m", "zlora.bin.dump_encoder", *common, "--nj", "2",
+                    "--layers", "1", "2", "--out", str(tmp / "w1"), str(tmp / "w2")], check=True)
+    assert sorted(p.name for p in (tmp / "w2").glob("*.ark")) == ["feats.1.ark", "feats.2.ark"]
+    for n in ("1", "2"):
+        one, two = kaldiio.load_scp(str(tmp / f"a{n}/feats.scp")), kaldiio.load_scp(str(tmp / f"w{n}/feats.scp"))
+        assert list(one) == list(two) == ["utt0", "utt1", "utt2"]
+        for u in one:
+            np.testing.assert_allclose(one[u], two[u], atol=1e-5)
+        assert (tmp / f"w{n}/utt2num_frames").read_text() == (tmp / f"a{n}/utt2num_frames").read_text()
+        meta_one = yaml.safe_load((tmp / f"a{n}/meta.yaml").read_text())
+        meta_two = yaml.safe_load((tmp / f"w{n}/meta.yaml").read_text())
+        assert meta_one["fingerprint"] == meta_two["fingerprint"] and meta_two["utterances"] == 3

@@ -79,7 +79,7 @@ def test_gradients_reach_encoder_projector_and_lora_in_stage_1(make_model):
     model.train()
     model(random_batch([90, 41]))["loss"].backward()
     assert model.encoder.layers[0].fc1.weight.grad.abs().sum() > 0
-    assert model.projector.gate.weight.grad.abs().sum() > 0
+    assert model.projector.gate_up.weight.grad.abs().sum() > 0
     lora_b = [p for n, p in model.llm.named_parameters() if n.endswith("lora_B")]
     assert lora_b and all(p.grad is not None for p in lora_b)
     assert all(p.grad is None for n, p in model.llm.named_parameters() if "base_layer" in n)
@@ -177,7 +177,7 @@ def test_ctc_auxiliary_loss_is_added_in_training_only(make_model):
     assert out["ce_loss"] == pytest.approx(float(plain), rel=1e-5) and out["ctc_loss"] > 0
     assert float(out["loss"].detach()) == pytest.approx(out["ce_loss"] + 0.5 * out["ctc_loss"], rel=1e-5)
     out["loss"].backward()
-    assert model.projector.gate.weight.grad.abs().sum() > 0
+    assert model.projector.gate_up.weight.grad.abs().sum() > 0
 
 
 def test_ctc_reads_speech_tokens_through_the_output_embedding_with_pad_as_blank(make_model):

@@ -163,3 +163,19 @@ def test_bad_voice_fails_naming_the_utterance(tmp_path):
     assert not (tmp_path / "bad" / "test").exists()          # nothing that looks complete
     with pytest.raises(UserError, match=r"espeak-ng -v nosuchvoice \(phoneme check of"):
         _run(tmp_path / "bad2", ["--voices", "{en: en-us, zh: cmn-latn-pinyin, ja: nosuchvoice}"])
+
+
+def test_trailing_silence_is_cut_to_the_configured_length():
+    import numpy as np
+
+    from zlora.data.synth.espeak import UttSpec, synthesize, trim_trailing_silence
+
+    x = np.zeros(100, dtype=np.int16)
+    x[10], x[40], x[60] = 1000, -20000, 150           # 150 < 1 % of the 20000 peak: silence
+    assert len(trim_trailing_silence(x, keep=5)) == 46 and len(trim_trailing_silence(x, 0)) == 41
+    assert len(trim_trailing_silence(x, keep=500)) == 100 and len(trim_trailing_silence(x[:5], 3)) == 5
+    spec = UttSpec("u", "s", "en", "twenty three apples", "en", 170, 50, 0)
+    full, cut = synthesize(spec), synthesize(spec, max_trailing_silence=0.1)
+    assert len(full) - len(cut) > 0.2 * 16000                 # espeak-ng's tail is ~0.4 s
+    np.testing.assert_array_equal(cut, full[:len(cut)])       # only the end is cut
+    assert len(cut) - len(trim_trailing_silence(cut, 0)) == 1600

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,4 +111,8 @@ def part_device(index: int) -> str:
 
 
 def threads_per_job(nj: int) -> int:
-    return max(1, (os.cpu_count() or 1) // max(1, nj))
+    """This process's torch threads (OMP_NUM_THREADS, or what zlora.bin.chain gave it, else the
+    cores) shared by ``nj`` jobs."""
+    import torch
+
+    return max(1, torch.get_num_threads() // max(1, nj))

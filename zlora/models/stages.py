@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from zlora.config import ConfigError
+from zlora.models.projector import conv_to_linear
 
 if TYPE_CHECKING:  # pragma: no cover
     from zlora.models.speech_llm import SpeechLLM
@@ -216,6 +217,7 @@ def load_trainable_state_dict(model: "SpeechLLM", sd: dict[str, torch.Tensor], s
     """
     known = model.state_dict()
     sd = _follow_wrapping(sd, known)
+    conv_to_linear(sd, "projector.")     # checkpoints saved before the projector became one linear
     unknown = sorted(set(sd) - set(known))
     if unknown:
         raise ValueError(f"{len(unknown)} tensor(s) not in this model, e.g. {unknown[:3]}")

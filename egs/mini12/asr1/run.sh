@@ -23,8 +23,8 @@ synth_config=conf/synth.yaml
 stage1_config=conf/train_stage1.yaml
 stage2_dir=conf/stage2          # one YAML per method: $stage2_dir/<method>.yaml
 decode_config=conf/decode.yaml
-low_hours=0.0006                # hours per low-resource language: the draw stops at the first utterance
-                                #   that reaches it, so ~2 utterances, 3-5 s: >= 1/100 of a high one
+low_hours=0.0004                # hours per low-resource language: the draw stops at the first utterance
+                                #   that reaches it, so 1-2 utterances, 1.5-3 s: <= 1/100 of a high one
                                 #   (stage 1 prints the measured ratio)
 whisper_dir=                    # default: $ZLORA_ROOT/.cache/whisper-base (converted in stage 0)
 vocab_size=1500                 # sentencepiece vocabulary of the from-scratch LLM
@@ -32,6 +32,8 @@ prompts=conf/prompts_tags.yaml  # its prompts: one piece each (must match model.
 nj=2                            # synthesis and feature-dump processes
 decode_nj=1                     # decoding processes per set: each spawned job pays ~8 s of imports,
                                 #   more than decoding a mini12 set costs
+run_nj=2                        # stage-2 trainings and decodings running at once, each with
+                                #   cores/run_nj torch threads (zlora.bin.chain --nj; logs in exp/log/)
 sft_cached=5                    # encoder layers cached for stage 2 (= model.encoder.cached_layers of
                                 #   $stage2_dir/base.yaml): dump/*/enc$sft_cached
 decode_sets="dev test"
@@ -96,19 +98,21 @@ fi
 
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   log "stage 2: log-mel features, then caches of the frozen encoder (all 6 layers: stage 1; bottom $sft_cached: stage 2)"
+  cmds=()                         # one zlora.bin.chain: the imports are paid once per stage
   for set in foundation foundation_dev train_sft dev test; do
-    python -m zlora.bin.dump_feats --data "data/$set" --out "dump/$set" --nj "$nj"
+    cmds+=(--- zlora.bin.dump_feats --data "data/$set" --out "dump/$set" --nj "$nj")
   done
   for set in foundation foundation_dev; do
-    python -m zlora.bin.dump_encoder --whisper "$whisper_dir" --feats "dump/$set/feats.scp" \
-      --layers 6 --out "dump/$set/enc6"
+    cmds+=(--- zlora.bin.dump_encoder --whisper "$whisper_dir" --feats "dump/$set/feats.scp"
+           --layers 6 --out "dump/$set/enc6" --nj "$nj")
   done
-  python -m zlora.bin.dump_encoder --whisper "$whisper_dir" --feats dump/train_sft/feats.scp \
-    --layers "$sft_cached" --out "dump/train_sft/enc$sft_cached"
+  cmds+=(--- zlora.bin.dump_encoder --whisper "$whisper_dir" --feats dump/train_sft/feats.scp
+         --layers "$sft_cached" --out "dump/train_sft/enc$sft_cached" --nj "$nj")
   for set in dev test; do
-    python -m zlora.bin.dump_encoder --whisper "$whisper_dir" --feats "dump/$set/feats.scp" \
-      --layers "$sft_cached" 6 --out "dump/$set/enc$sft_cached" "dump/$set/enc6"
+    cmds+=(--- zlora.bin.dump_encoder --whisper "$whisper_dir" --feats "dump/$set/feats.scp"
+           --layers "$sft_cached" 6 --out "dump/$set/enc$sft_cached" "dump/$set/enc6" --nj "$nj")
   done
+  python -m zlora.bin.chain "${cmds[@]}"
 fi
 
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
@@ -119,27 +123,31 @@ fi
 
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   log "stage 4: tokenizer and stage-1 (foundation) training"
-  python -m zlora.bin.train_tokenizer --text data/foundation/text data/train_sft/text \
-    --vocab_size "$vocab_size" --languages "$languages" --out data/lang/spm \
-    --prompts "$prompts" --prompt_symbols
-  python -m zlora.bin.train --config "$stage1_config" "${common[@]}" --resume true "${extra_train_opts[@]}"
+  python -m zlora.bin.chain \
+    zlora.bin.train_tokenizer --text data/foundation/text data/train_sft/text \
+      --vocab_size "$vocab_size" --languages "$languages" --out data/lang/spm \
+      --prompts "$prompts" --prompt_symbols --- \
+    zlora.bin.train --config "$stage1_config" "${common[@]}" --resume true "${extra_train_opts[@]}"
 fi
 
 stage2_exp() { echo "exp/stage2/${1}_seed${2}"; }
 
 if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
+  log "stage 5: stage-2 SFT of $methods, seed(s) $seeds ($run_nj at a time; logs: exp/log/stage5*)"
+  first=() initb=()               # Initial-B starts from the converged Zipper-Soft run: after it
   for seed in $seeds; do
     for method in $methods; do
-      log "stage 5: stage-2 SFT, $method, seed $seed"
-      init_b=()
-      if [ "$method" = zipper-soft-initb ]; then  # Initial-B: B banks of the converged Zipper-Soft run
-        init_b=(--adapter.init_b_from "$(stage2_exp zipper-soft "$seed")/final/adapter.safetensors")
+      cmd=(--- zlora.bin.train --config "$stage2_dir/$method.yaml" "${common[@]}"
+           --exp_dir "$(stage2_exp "$method" "$seed")" --seed "$seed" --resume true "${extra_train_opts[@]}")
+      if [ "$method" = zipper-soft-initb ]; then
+        initb+=("${cmd[@]}" --adapter.init_b_from "$(stage2_exp zipper-soft "$seed")/final/adapter.safetensors")
+      else
+        first+=("${cmd[@]}")
       fi
-      python -m zlora.bin.train --config "$stage2_dir/$method.yaml" "${common[@]}" \
-        --exp_dir "$(stage2_exp "$method" "$seed")" --seed "$seed" "${init_b[@]}" \
-        --resume true "${extra_train_opts[@]}"
     done
   done
+  [ "${#first[@]}" -eq 0 ] || python -m zlora.bin.chain --nj "$run_nj" --log_dir exp/log/stage5 "${first[@]}"
+  [ "${#initb[@]}" -eq 0 ] || python -m zlora.bin.chain --nj "$run_nj" --log_dir exp/log/stage5_initb "${initb[@]}"
 fi
 
 runs=("stage1:0:exp/stage1:enc6")
@@ -148,16 +156,18 @@ for seed in $seeds; do
 done
 
 if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
+  log "stage 6: decode $decode_sets with ${#runs[@]} models"
+  cmds=()
   for run in "${runs[@]}"; do
     IFS=: read -r method seed exp feats <<< "$run"
-    datas=() scps=() outs=()      # every set in one process: the imports are paid once per model
+    datas=() scps=() outs=()      # every set of a model in one command
     for set in $decode_sets; do
       datas+=("data/$set") scps+=("dump/$set/$feats/feats.scp") outs+=("$exp/decode_$set")
     done
-    log "stage 6: decode $decode_sets with $exp"
-    python -m zlora.bin.decode --config "$decode_config" --exp "$exp" --data "[$(csv "${datas[@]}")]" \
-      --feats "[$(csv "${scps[@]}")]" --out "[$(csv "${outs[@]}")]" --nj "$decode_nj"
+    cmds+=(--- zlora.bin.decode --config "$decode_config" --exp "$exp" --data "[$(csv "${datas[@]}")]"
+           --feats "[$(csv "${scps[@]}")]" --out "[$(csv "${outs[@]}")]" --nj "$decode_nj")
   done
+  python -m zlora.bin.chain --nj "$run_nj" --log_dir exp/log/stage6 "${cmds[@]}"
 fi
 
 # Stages 9-11 (the second paper, arXiv 2506.21555; not part of `make demo`): what stage 11 decodes.
@@ -214,25 +224,26 @@ if [ "$stage" -le 8 ] && [ "$stop_stage" -ge 8 ]; then
   mkdir -p figures
   scores=()
   for method in $methods; do scores+=("$(stage2_exp "$method" "${seeds%% *}")/decode_test/score"); done
-  python -m zlora.bin.plot radar --out figures/fig5_radar.png --langs "$languages" "${scores[@]}"
-  python -m zlora.bin.plot relchange --out figures/fig6_relchange.png --baseline Vanilla-LoRA "${scores[@]}"
-  python -m zlora.bin.plot lid --out figures/fig7_lid.png "$lid"
-  python -m zlora.bin.plot loss --out figures/loss.png exp/stage1/metrics.jsonl
+  cmds=(--- zlora.bin.plot radar --out figures/fig5_radar.png --langs "$languages" "${scores[@]}"
+        --- zlora.bin.plot relchange --out figures/fig6_relchange.png --baseline Vanilla-LoRA "${scores[@]}"
+        --- zlora.bin.plot lid --out figures/fig7_lid.png "$lid"
+        --- zlora.bin.plot loss --out figures/loss.png exp/stage1/metrics.jsonl)
   seed=${seeds%% *}
   if [[ " $methods " == *" zipper-soft "* ]]; then    # where each language leans on its own ranks
     zs=$(stage2_exp zipper-soft "$seed")
-    python -m zlora.bin.router_probs --exp "$zs" --out "$zs/router_p.json"
-    python -m zlora.bin.plot router --out figures/router_p.png "$zs/router_p.json"
+    cmds+=(--- zlora.bin.router_probs --exp "$zs" --out "$zs/router_p.json"
+           --- zlora.bin.plot router --out figures/router_p.png "$zs/router_p.json")
   fi
   if [[ " $methods " == *" lora "* && " $methods " == *" zipper-soft "* ]]; then   # Fig. 8
     for m in lora zipper-soft; do
-      python -m zlora.bin.dump_embeddings --exp "$(stage2_exp "$m" "$seed")" --data data/test \
-        --feats "dump/test/enc$sft_cached/feats.scp" --out "$(stage2_exp "$m" "$seed")/embeddings_test.safetensors"
+      cmds+=(--- zlora.bin.dump_embeddings --exp "$(stage2_exp "$m" "$seed")" --data data/test
+             --feats "dump/test/enc$sft_cached/feats.scp" --out "$(stage2_exp "$m" "$seed")/embeddings_test.safetensors")
     done
-    python -m zlora.bin.plot tsne --out figures/fig8_tsne.png --utt2lang data/test/utt2lang \
-      "Vanilla-LoRA=$(stage2_exp lora "$seed")/embeddings_test.safetensors" \
-      "Zipper-LoRA-Soft=$(stage2_exp zipper-soft "$seed")/embeddings_test.safetensors"
+    cmds+=(--- zlora.bin.plot tsne --out figures/fig8_tsne.png --utt2lang data/test/utt2lang
+           "Vanilla-LoRA=$(stage2_exp lora "$seed")/embeddings_test.safetensors"
+           "Zipper-LoRA-Soft=$(stage2_exp zipper-soft "$seed")/embeddings_test.safetensors")
   fi
+  python -m zlora.bin.chain --preload zlora.scoring.plots "${cmds[@]}"
 fi
 langs_list="$high $low"
 lang_subset() {  # SRC LANG DST: the utterances of one language (by utt2lang) as a Kaldi data dir

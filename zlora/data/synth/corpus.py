@@ -49,15 +49,15 @@ def write_kaldi_files(dir_: Path, final_dir: Path, specs: list[UttSpec], n_sampl
     _write_table(dir_ / "utt2dur", {s.utt: f"{n_samples[s.utt] / sample_rate:.4f}" for s in specs})
 
 
-def _synth_one(job: tuple[UttSpec, str, int, str]) -> tuple[str, int]:
-    spec, wav_dir, sample_rate, espeak = job
-    samples = synthesize(spec, sample_rate, espeak)
+def _synth_one(job: tuple[UttSpec, str, int, str, float | None]) -> tuple[str, int]:
+    spec, wav_dir, sample_rate, espeak, max_trailing_silence = job
+    samples = synthesize(spec, sample_rate, espeak, max_trailing_silence)
     write_wav(os.path.join(wav_dir, f"{spec.utt}.wav"), samples, sample_rate)
     return spec.utt, len(samples)
 
 
 def _synth_all(specs: list[UttSpec], wav_dir: Path, cfg: SynthConfig, name: str) -> dict[str, int]:
-    jobs = [(s, str(wav_dir), cfg.sample_rate, cfg.espeak) for s in specs]
+    jobs = [(s, str(wav_dir), cfg.sample_rate, cfg.espeak, cfg.max_trailing_silence) for s in specs]
     out, t0, step = {}, time.time(), max(500, len(jobs) // 10)
     if cfg.nj == 1:
         results = map(_synth_one, jobs)

@@ -116,8 +116,18 @@ def resample_int16(x: np.ndarray, rate: int, target: int) -> np.ndarray:
     return np.clip(np.round(y), -32768, 32767).astype(np.int16)
 
 
-def synthesize(spec: UttSpec, sample_rate: int = 16000, espeak: str = "espeak-ng") -> np.ndarray:
-    """Speak ``spec.text``; returns int16 samples at ``sample_rate``, shape (n,)."""
+def trim_trailing_silence(x: np.ndarray, keep: int, rel_threshold: float = 0.01) -> np.ndarray:
+    """Cut ``x`` (n,) to ``keep`` samples after its last sample louder than ``rel_threshold`` x its
+    peak (-40 dB). Only the end: espeak-ng's own silence; pauses inside stay."""
+    mag = np.abs(x.astype(np.int32))
+    loud = np.flatnonzero(mag > rel_threshold * mag.max())
+    return x[: min(len(x), int(loud[-1]) + 1 + keep)] if len(loud) else x
+
+
+def synthesize(spec: UttSpec, sample_rate: int = 16000, espeak: str = "espeak-ng",
+               max_trailing_silence: float | None = None) -> np.ndarray:
+    """Speak ``spec.text``; returns int16 samples at ``sample_rate``, shape (n,), with at most
+    ``max_trailing_silence`` seconds after the last sound (None: as espeak-ng made it)."""
     cmd = [espeak, "-v", spec.voice, "-s", str(spec.speed), "-p", str(spec.pitch),
            "-g", str(spec.word_gap), "-b", "1", "--stdout"]
     what = f"utterance {spec.utt} ({spec.voice}: {spec.text!r})"
@@ -129,7 +139,10 @@ def synthesize(spec: UttSpec, sample_rate: int = 16000, espeak: str = "espeak-ng
     if len(x) < MIN_SECONDS * rate or not np.any(x):
         raise SynthError(f"{what}: espeak-ng produced {len(x) / rate:.3f} s of audio; "
                          f"stderr: {proc.stderr.decode(errors='replace').strip()[:300]}")
-    return resample_int16(x, rate, sample_rate)
+    y = resample_int16(x, rate, sample_rate)
+    if max_trailing_silence is not None:
+        y = trim_trailing_silence(y, round(max_trailing_silence * sample_rate))
+    return y
 
 
 def write_wav(path, samples: np.ndarray, sample_rate: int) -> None:
