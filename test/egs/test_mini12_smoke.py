@@ -80,8 +80,10 @@ def test_results_has_a_row_per_method(recipe):
 
 def test_rerunning_finished_stages_is_a_noop(recipe):
     d, _ = recipe
-    watched = [d / "dump/train_sft/feats.ark", d / "dump/test/enc5/feats.ark",
+    watched = [d / "dump/train_sft/feats.ark", d / "dump/test/enc5/feats.scp",
+               *sorted((d / "dump/test/enc5").glob("feats*.ark")),
                d / "exp/stage2/lora_seed0/decode_test/text", d / "data/test/text"]
+    assert len(watched) > 4
     before = [p.stat().st_mtime_ns for p in watched]
     run(d, "--stage", "1", "--stop_stage", "3")
     run(d, "--stage", "6", "--stop_stage", "6", "--methods", "lora")

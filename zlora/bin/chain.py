@@ -46,6 +46,7 @@ from zlora.utils.log import get_logger, setup_logging
 log = get_logger("chain")
 
 SEPARATOR = "---"
+VALUE_OPTIONS = ("--nj", "--threads", "--log_dir", "--preload")
 # What most zlora commands import; a module that fails to import here is left to the child,
 # which then reports the error itself.
 PRELOAD = ("numpy", "torch", "kaldiio", "sentencepiece", "safetensors.torch", "yaml", "tqdm",
@@ -54,9 +55,11 @@ PRELOAD = ("numpy", "torch", "kaldiio", "sentencepiece", "safetensors.torch", "y
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[list[str]]]:
-    head = []
-    while argv and not argv[0].startswith("zlora.") and argv[0] != SEPARATOR:
+    head = []                 # the chain's own options: everything before the first command
+    while argv and argv[0].startswith("-") and argv[0] != SEPARATOR:
         head.append(argv.pop(0))
+        if head[-1] in VALUE_OPTIONS and argv:
+            head.append(argv.pop(0))
     p = argparse.ArgumentParser(prog="python -m zlora.bin.chain", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--nj", type=int, default=1, help="commands running at once (default 1: in order)")
