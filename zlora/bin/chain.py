@@ -146,11 +146,11 @@ def schedule(commands: list[list[str]], args: argparse.Namespace, fork: bool, th
                 if rc is None:
                     continue
                 running.remove(job)
-                if rc != 0 and not failed:
-                    failed = rc
-                    report_failure(job, rc, n, len(pending))
-                elif rc == 0:
+                if rc == 0:
                     log.info("%d/%d done in %.1f s", job.index, n, time.perf_counter() - job.t0)
+                else:                # every failure is reported; the first one's status is returned
+                    report_failure(job, rc, n, len(pending))
+                    failed = failed or rc
             if failed and not running:
                 break
             time.sleep(0.05)

@@ -29,7 +29,7 @@ low_hours=0.0004                # hours per low-resource language: the draw stop
 whisper_dir=                    # default: $ZLORA_ROOT/.cache/whisper-base (converted in stage 0)
 vocab_size=1500                 # sentencepiece vocabulary of the from-scratch LLM
 prompts=conf/prompts_tags.yaml  # its prompts: one piece each (must match model.prompts_file)
-nj=2                            # synthesis and feature-dump processes
+nj=2                            # synthesis, feature-dump and encoder-cache processes
 decode_nj=1                     # decoding processes per set: each spawned job pays ~8 s of imports,
                                 #   more than decoding a mini12 set costs
 run_nj=2                        # stage-2 trainings and decodings running at once, each with
