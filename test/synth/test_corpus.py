@@ -179,3 +179,10 @@ def test_trailing_silence_is_cut_to_the_configured_length():
     assert len(full) - len(cut) > 0.2 * 16000                 # espeak-ng's tail is ~0.4 s
     np.testing.assert_array_equal(cut, full[:len(cut)])       # only the end is cut
     assert len(cut) - len(trim_trailing_silence(cut, 0)) == 1600
+
+
+def test_negative_trailing_silence_is_a_config_error():
+    from zlora.config import ConfigError
+
+    with pytest.raises(ConfigError, match="max_trailing_silence"):
+        SynthConfig(max_trailing_silence=-0.1)

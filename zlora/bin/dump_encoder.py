@@ -30,6 +30,7 @@ import yaml
 from zlora.utils.cli import UserError, run_main
 from zlora.utils.io import atomic_write_text, table_fingerprint
 from zlora.utils.log import get_logger, setup_logging
+from zlora.utils.procs import map_forked
 
 log = get_logger("dump_encoder")
 
@@ -161,17 +162,11 @@ def dump(args: argparse.Namespace, todo: dict[int, Path]) -> tuple[int, dict]:
     order = length_sorted(list(kaldiio.load_scp(args.feats)), Path(args.feats).parent / "utt2num_frames")
     nj = min(args.nj, max(1, len(order)))
     parts = [order[k::nj] for k in range(nj)]      # round robin: every part spans all lengths
-    if nj == 1:
-        results = [encode_part(args, todo, parts[0], "", 0)]
-    else:
-        import multiprocessing
-
-        # Fork before this process runs any tensor op (no OpenMP pool exists yet); each worker
-        # loads the encoder itself and gets its share of the threads.
-        threads = max(1, torch.get_num_threads() // nj)
-        with multiprocessing.get_context("fork").Pool(nj) as pool:
-            results = pool.starmap(encode_part, [(args, todo, part, f".{k + 1}", threads, k == 0)
-                                                 for k, part in enumerate(parts)])
+    # Forked before this process runs any tensor op; each worker loads the encoder itself and
+    # gets its share of the threads (nj == 1: this process, its threads, OUT/feats.ark).
+    threads = max(1, torch.get_num_threads() // nj) if nj > 1 else 0
+    results = map_forked(encode_part, [(args, todo, part, f".{k + 1}" if nj > 1 else "", threads, k == 0)
+                                       for k, part in enumerate(parts)], nj)
     for n, out in todo.items():
         lines = sorted(line for r in results for line in r["scp"][n])
         n_frames = {u: k for r in results for u, k in r["n_frames"].items()}
@@ -181,9 +176,10 @@ def dump(args: argparse.Namespace, todo: dict[int, Path]) -> tuple[int, dict]:
 
 
 def encode_part(args: argparse.Namespace, todo: dict[int, Path], utts: list[str], suffix: str,
-                threads: int, progress: bool = True) -> dict:
+                threads: int, first: bool = True) -> dict:
     """Encode ``utts`` into OUT/feats{suffix}.ark of every OUT; returns their scp lines per layer
-    count, the frame counts and the encoder's fingerprints (run in a worker when --nj > 1)."""
+    count, the frame counts and (``first`` part only: it logs progress too) the encoder's
+    fingerprints (run in a worker when --nj > 1)."""
     import contextlib
 
     import kaldiio
@@ -216,14 +212,14 @@ def encode_part(args: argparse.Namespace, todo: dict[int, Path], utts: list[str]
                 for u, h, k in zip(batch, hidden, enc_lens.tolist()):
                     writers[n](u, h[:k].float().numpy())
                     n_frames[u] = k
-            if progress and (start // args.batch_size) % 50 == 0:
+            if first and (start // args.batch_size) % 50 == 0:
                 log.info("%d / %d utterances%s", start + len(batch), len(utts),
                          f" (worker 1 of {args.nj})" if suffix else "")
     scp = {}
     for n in layers:
         scp[n] = tmp[n].read_text(encoding="utf-8").splitlines()
         tmp[n].unlink()
-    info = {"fingerprints": {n: fingerprint(encoder, n) for n in layers}, "d_model": encoder.d_model}
+    info = {"fingerprints": {n: fingerprint(encoder, n) for n in layers}, "d_model": encoder.d_model} if first else None
     return {"scp": scp, "n_frames": n_frames, "info": info}
 
 

@@ -13,9 +13,7 @@ scratch. --nj N splits the utterances into N contiguous, sorted parts computed b
 from __future__ import annotations
 
 import shutil
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 
 import kaldiio
@@ -28,6 +26,7 @@ from zlora.data.kaldi import DataDir, write_kv
 from zlora.utils.cli import UserError, run_main
 from zlora.utils.io import atomic_open, atomic_write_text, table_fingerprint
 from zlora.utils.log import get_logger, setup_logging
+from zlora.utils.procs import map_forked
 
 log = get_logger("dump_feats")
 OUTPUTS = ("feats.ark", "feats.scp", "utt2num_frames", "config.yaml", ".done")
@@ -90,14 +89,8 @@ def run_parts(cfg: DumpFeatsConfig, utts: list[str], split: Path) -> list[tuple[
     bounds = [len(utts) * j // nj for j in range(nj + 1)]
     parts = [(split / f"feats.{j + 1}.ark", utts[bounds[j]:bounds[j + 1]]) for j in range(nj)]
     split.mkdir(parents=True, exist_ok=True)
-    if nj == 1:
-        return [(parts[0][0], dump_part(cfg.data, parts[0][1], str(parts[0][0]), cfg.n_mels))]
-    # fork, as torch's DataLoader workers do (each then uses one torch thread): spawn would
-    # re-import torch in every worker, seconds of start-up per job on a small machine.
-    method = "fork" if "fork" in get_all_start_methods() else "spawn"
-    with ProcessPoolExecutor(nj, mp_context=get_context(method)) as pool:
-        futures = [pool.submit(dump_part, cfg.data, u, str(a), cfg.n_mels) for a, u in parts]
-        return [(a, fut.result()) for (a, _), fut in zip(parts, futures)]
+    indexes = map_forked(dump_part, [(cfg.data, u, str(a), cfg.n_mels) for a, u in parts], nj)
+    return [(a, index) for (a, _), index in zip(parts, indexes)]
 
 
 def merge(out: Path, results: list[tuple[Path, list]]) -> None:
