@@ -85,7 +85,7 @@ def test_fusion_weights_and_classifier_get_gradients_and_route(sp, tmp_path):
         owner.lid_classifier.net[2].bias.copy_(torch.tensor([0.0, 5.0, 0.0]))
         x, lens = batch["feats"], batch["feat_lens"]
         pred_out, _ = mole.encoder(x, lens, torch.tensor([0, 0, 0]))
-        assert state.pred.index.tolist() == [1, 1, 1]
+        assert state.row_prediction().tolist() == [1, 1, 1]
         state.mode = "true"
         true_fr, _ = mole.encoder(x, lens, torch.tensor([1, 1, 1]))
         true_en, _ = mole.encoder(x, lens, torch.tensor([0, 0, 0]))

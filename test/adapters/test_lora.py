@@ -31,11 +31,12 @@ def _pair(rank=4, alpha=12.0):
 
 def test_lora_matches_peft_forward_and_backward():
     ours, theirs = _pair()
-    x = torch.randn(3, 5, 8)
+    x = torch.randn(3, 5, 8, generator=torch.Generator().manual_seed(1))
     with language_context(ours, ["en"] * 3):
         y_ours = ours(x)
     y_theirs = theirs(x)
-    torch.testing.assert_close(y_ours, y_theirs, atol=1e-6, rtol=1e-5)
+    # fp32 sums in another order (our addmm_ vs PEFT's separate add): |y| ~ 30, so ~4 ulp.
+    torch.testing.assert_close(y_ours, y_theirs, atol=1e-5, rtol=1e-5)
     y_ours.square().sum().backward()
     y_theirs.square().sum().backward()
     for idx in ("0", "2"):

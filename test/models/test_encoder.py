@@ -118,7 +118,10 @@ def test_training_samples_chunk_sizes_from_config_and_eval_uses_decode_size():
     assert set(sampled.tolist()) == {20, 40}
     assert enc.chunk_frames_for(lens, torch.full((64,), 0.4)).tolist() == [40] * 64
     enc.eval()
-    assert enc.chunk_frames_for(lens, torch.full((64,), 0.4)).tolist() == [60] * 64
+    assert enc.chunk_frames_for(lens, None).tolist() == [60] * 64
+    # Durations a batch carries are used in either mode (a KD teacher in eval mode follows the
+    # student's batch).
+    assert enc.chunk_frames_for(lens, torch.full((64,), 0.4)).tolist() == [40] * 64
 
 
 def test_cached_layers_path_equals_full_path():

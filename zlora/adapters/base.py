@@ -105,6 +105,9 @@ class AdapterLayer(nn.Module):
         self.out_features = base_layer.out_features
         self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
         self._language_batch: Optional[LanguageBatch] = None
+        # (N,) bool over the flattened input rows: False = padding (set by a caller that pads,
+        # e.g. the encoder's length groups); only FlyLoRA's load balancing reads it.
+        self._valid_tokens: Optional[torch.Tensor] = None
         for p in base_layer.parameters():
             p.requires_grad_(False)
 

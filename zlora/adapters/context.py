@@ -125,3 +125,36 @@ def set_on_layers(layers: list, attr: str, value) -> Iterator[None]:
     finally:
         for layer, prev in zip(layers, previous):
             setattr(layer, attr, prev)
+
+
+@contextlib.contextmanager
+def subset_routing(model: nn.Module, rows: torch.Tensor) -> Iterator[None]:
+    """Within an active routing (``language_context`` and/or a Zipper language posterior), route
+    a forward over a sub-batch: input row i is row ``rows[i]`` of the outer batch (e.g. the pieces
+    of one length group, zlora.models.pieces). rows: (n,) long. A layer without routing is left
+    alone, and a one-row (broadcast) context stays as it is."""
+    layers = _adapter_layers(model)
+    subsets: dict = {}          # id(outer batch) -> its sub-batch, built once for all layers
+    previous = [(layer._language_batch, layer.__dict__.get("_posterior")) for layer in layers]
+    try:
+        for layer, (batch, post) in zip(layers, previous):
+            if batch is not None and batch.size != 1:
+                if id(batch) not in subsets:
+                    subsets[id(batch)] = LanguageBatch(
+                        batch.index.index_select(0, rows.to(batch.index.device)), batch._n_languages)
+                layer._language_batch = subsets[id(batch)]
+            if post is not None:
+                layer._posterior = post.index_select(0, rows.to(post.device))
+        yield
+    finally:
+        for layer, (batch, post) in zip(layers, previous):
+            layer._language_batch = batch
+            if post is not None:
+                layer._posterior = post
+
+
+def valid_tokens_context(model: nn.Module, valid: torch.Tensor):
+    """Mark padding for every adapter layer in ``model``: valid (N,) bool over the flattened rows
+    of the inputs they will see (False = padding). Only counting statistics read it (FlyLoRA's
+    load balancing); outputs never depend on it."""
+    return set_on_layers(_adapter_layers(model), "_valid_tokens", valid)

@@ -26,7 +26,9 @@ import torch.distributed as dist
 from torch import nn
 
 from zlora.adapters.base import AdapterLayer, layer_generator
+from zlora.adapters.checkpointing import is_recomputing
 from zlora.adapters.config import AdapterConfig
+from zlora.adapters.precision import keep_float32_buffers
 from zlora.adapters.registry import ADAPTER_KINDS
 
 
@@ -38,8 +40,10 @@ def sparse_random_projection(rank: int, d_in: int, nonzeros: int, gen: torch.Gen
 
 
 @ADAPTER_KINDS.register("flylora")
+@keep_float32_buffers("expert_bias")
 class FlyLoRALayer(AdapterLayer):
-    """lora_A: (r, d_in) frozen buffer; lora_B: (d_out, r) zeros; expert_bias d: (r,) float32."""
+    """lora_A: (r, d_in) frozen buffer; lora_B: (d_out, r) zeros; expert_bias d: (r,) float32
+    (kept float32 through model casts: zlora.adapters.precision)."""
 
     kind = "flylora"
     mergeable = False
@@ -72,9 +76,18 @@ class FlyLoRALayer(AdapterLayer):
         score = h.detach().float() + self.expert_bias
         top = torch.topk(score, self.top_k, dim=-1).indices
         mask = torch.zeros_like(h).scatter_(-1, top, 1.0)
-        if self.training:
-            self.selection_counts += torch.bincount(top.reshape(-1), minlength=self.rank)
+        if self.training and not is_recomputing():
+            self.selection_counts += self._count(top)
         return h * mask
+
+    def _count(self, top: torch.Tensor) -> torch.Tensor:
+        """Per-rank selections (r,) over the real tokens: rows the caller marked as padding
+        (``valid_tokens``, set by the encoder for its padded groups) are not counted."""
+        top = top.reshape(-1, self.top_k)
+        valid = self._valid_tokens
+        if valid is not None and valid.numel() == top.shape[0]:
+            top = top[valid.to(top.device)]
+        return torch.bincount(top.reshape(-1), minlength=self.rank)
 
     @torch.no_grad()
     def on_optimizer_step(self) -> None:

@@ -53,10 +53,36 @@ class MoLEState:
         self.pred: Optional[LanguageBatch] = None
         self.history: list = []                  # (logits, targets) of every tap call since reset
         self.collect = False                     # keep history (set by the training extension)
+        # Per input row of the model's forward, summed over the tap calls that covered it (an
+        # encoder runs a batch as several pieces/groups, zlora.models.pieces): frame-weighted
+        # logits (B, L) and valid frames (B,). Read by row_prediction(); cleared by reset().
+        self.row_logits: Optional[torch.Tensor] = None
+        self.row_frames: Optional[torch.Tensor] = None
+        self._forward_id: object = None
 
     def reset(self) -> None:
         self.logits = self.targets = self.pred = None
+        self.row_logits = self.row_frames = None
         self.history = []
+
+    def accumulate_rows(self, logits: torch.Tensor, frames: torch.Tensor, rows: torch.Tensor,
+                        n_rows: int, forward_id: object = None) -> None:
+        """Add a tap call's logits (n, L), weighted by its rows' valid frames (n,), to outer rows
+        ``rows`` (n,) of an n_rows batch. A new ``forward_id`` (or None) starts afresh."""
+        if forward_id is None or forward_id != self._forward_id or self.row_logits is None \
+                or self.row_logits.shape[0] != n_rows:
+            self._forward_id = forward_id
+            self.row_logits = logits.new_zeros(n_rows, logits.shape[1])
+            self.row_frames = frames.new_zeros(n_rows)
+        self.row_logits.index_add_(0, rows, logits * frames[:, None])
+        self.row_frames.index_add_(0, rows, frames)
+
+    def row_prediction(self) -> torch.Tensor:
+        """(B,) language index per input row: argmax of the frame-weighted mean logits over its
+        pieces (one piece per row with full context; every chunk of the row when chunked)."""
+        if self.row_logits is None:
+            raise RuntimeError("MoLE: no classifier decision recorded; run the encoder first")
+        return (self.row_logits / self.row_frames.clamp_min(1.0)[:, None]).argmax(-1)
 
     def use_predicted(self, training: bool) -> bool:
         if self.mode == "auto":
@@ -65,7 +91,8 @@ class MoLEState:
 
 
 class LIDClassifier(nn.Module):
-    """(B, d) pooled hidden state -> (B, L) language logits."""
+    """(B, d) pooled hidden state -> (B, L) language logits, computed in float32 (its weights are
+    cast to float32 at use, so a bf16 model under DeepSpeed or autocast classifies alike)."""
 
     def __init__(self, d_in: int, hidden: int, n_languages: int, gen: torch.Generator, **factory):
         super().__init__()
@@ -78,7 +105,10 @@ class LIDClassifier(nn.Module):
                     p.copy_((torch.rand(p.shape, generator=gen) * 2 - 1) * bound)
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        return self.net(pooled)
+        first, last = self.net[0], self.net[2]
+        with torch.autocast(pooled.device.type, enabled=False):
+            h = F.relu(F.linear(pooled.float(), first.weight.float(), first.bias.float()))
+            return F.linear(h, last.weight.float(), last.bias.float())
 
 
 @ADAPTER_KINDS.register("mole")
@@ -119,7 +149,7 @@ class MoLELayer(AdapterLayer):
         owner.lid_classifier = LIDClassifier(d_in, cfg.mole_lid_hidden, len(cfg.languages),
                                              layer_generator(cfg, "mole.lid"), **owner._factory())
         owner.__dict__["tap_name"] = tap_name
-        tap.register_forward_hook(lambda m, args, out: _on_tap(owner, state, args, out))
+        tap.register_forward_hook(lambda m, args, out: _on_tap(owner, state, args, out, model))
 
     # ---- forward -------------------------------------------------------------------------------
     def fusion_weights(self) -> torch.Tensor:
@@ -182,19 +212,34 @@ class MoLELayer(AdapterLayer):
         return None, None, h3, self.expert_B
 
 
-def _on_tap(owner: MoLELayer, state: MoLEState, args: tuple, out) -> None:
-    """Forward hook on the tap module: pool its output, classify, store the routing decision."""
+def _on_tap(owner: MoLELayer, state: MoLEState, args: tuple, out, model: nn.Module) -> None:
+    """Forward hook on the tap module: pool its output, classify, store the routing decision.
+
+    The classifier computes in float32 whatever the model's precision (docs: precision policy).
+    A recomputation under activation checkpointing records nothing (its forward already did).
+    """
+    from zlora.adapters.checkpointing import is_recomputing
+
+    if is_recomputing():
+        return
     h = out[0] if isinstance(out, (tuple, list)) else out        # (B, T, d)
     mask = args[1] if len(args) > 1 else None
     valid = _valid_frames(mask, h)                               # (B, T) float
-    pooled = (h * valid[..., None]).sum(1) / valid.sum(1, keepdim=True).clamp_min(1.0)
-    logits = owner.lid_classifier(pooled.to(owner.expert_A.dtype))
+    pooled = (h.float() * valid.float()[..., None]).sum(1) / valid.float().sum(1, keepdim=True).clamp_min(1.0)
+    logits = owner.lid_classifier(pooled)
     state.logits = logits
     batch = owner._language_batch
     state.targets = None if batch is None else batch.on(logits.device).expand(logits.shape[0])
     if state.collect:
         state.history.append((logits, state.targets))
-    state.pred = LanguageBatch(logits.detach().argmax(dim=-1), state.n_languages)
+    pred = logits.detach().argmax(dim=-1)
+    state.pred = LanguageBatch(pred, state.n_languages)
+    rows = getattr(model, "group_rows", None)           # set by an encoder running length groups
+    if rows is None:
+        rows, n_rows, fid = torch.arange(len(pred), device=pred.device), len(pred), None
+    else:
+        n_rows, fid = model.group_batch_size, model.forward_count
+    state.accumulate_rows(logits.detach().float(), valid.float().sum(1), rows.to(pred.device), n_rows, fid)
 
 
 def _valid_frames(mask: Optional[torch.Tensor], h: torch.Tensor) -> torch.Tensor:
@@ -271,8 +316,10 @@ def lid_loss(model: nn.Module) -> Optional[torch.Tensor]:
     state = mole_state(model)
     if state is None:
         return None
-    terms = [F.cross_entropy(lg.float(), t) for lg, t in state.history if t is not None]
+    calls = [(lg, t) for lg, t in state.history if t is not None]
     state.history = []
-    if not terms:
+    if not calls:
         return None
-    return torch.stack(terms).mean()
+    # Mean over rows (a batch encoded as several length groups counts each row once).
+    total = sum(F.cross_entropy(lg.float(), t, reduction="sum") for lg, t in calls)
+    return total / sum(len(t) for _, t in calls)

@@ -33,10 +33,7 @@ class ZipperHardLayer(ZipperSoftLayer):
 
     kind = "zipper-hard"
 
-    def mixing(self) -> torch.Tensor:
-        """(L, r) binary selection s(l); gradients reach the router through the STE."""
-        return ThresholdSTE.apply(super().mixing(), self.cfg.tau)
-
-    def row_mixing(self, post: torch.Tensor) -> torch.Tensor:
-        """(B, r) binary selection for a per-row posterior input (Eq. 12 on the mixture)."""
-        return ThresholdSTE.apply(super().row_mixing(post), self.cfg.tau)
+    def gate(self, p: torch.Tensor) -> torch.Tensor:
+        """Binary selection s = 1[p >= tau] of the float32 p (Eq. 12; also for a per-row
+        posterior input); gradients reach the router through the STE."""
+        return ThresholdSTE.apply(p, self.cfg.tau)

@@ -60,8 +60,12 @@ class ZipperSoftLayer(AdapterLayer):
         return self._modules["router"] if "router" in self._modules else self.__dict__["_shared_router"]
 
     def mixing(self) -> torch.Tensor:
-        """(L, r) rank-wise weight of the language-specific column (Eq. 18)."""
-        return self.router_module().to(device=self.B_shared.device, dtype=self.B_shared.dtype)
+        """(L, r) rank-wise weight of the language-specific column (Eq. 18), in B's dtype."""
+        return self.gate(self.router_module()).to(device=self.B_shared.device, dtype=self.B_shared.dtype)
+
+    def gate(self, p: torch.Tensor) -> torch.Tensor:
+        """The router's float32 p -> mixing weights (Soft: p itself, Eq. 14)."""
+        return p
 
     def down_weight(self, lang: Optional[int]) -> torch.Tensor:
         return self.lora_A
@@ -71,8 +75,8 @@ class ZipperSoftLayer(AdapterLayer):
         """post (B, L) language posterior -> p (B, r): the router (Eq. 16-18) applied to the
         posterior-weighted mixture of LID embeddings, sum_l post_l e(l). One-hot = mixing()[l]."""
         router = self.router_module
-        emb = post.to(router.lid_embeddings.dtype) @ router.lid_embeddings
-        return torch.sigmoid(router.proj(router.norm(emb))).to(self.B_shared.dtype)
+        emb = post.float() @ router.lid_embeddings
+        return self.gate(router.route(emb)).to(self.B_shared.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._posterior is None:

@@ -21,7 +21,6 @@ utterance, the costliest part on a CPU).
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import multiprocessing as mp
 import os
@@ -181,6 +180,8 @@ def _decode_part(cfg: DecodeConfig, part: Part) -> None:
     device = part_device(part.index)
     model, _ = load_model_for_inference(cfg.exp)
     model.to(device).eval()
+    # Decoding never skips an utterance: full-context rows beyond Whisper's window are chunked.
+    model.encoder.cfg = dataclasses.replace(model.encoder.cfg, long_inputs="chunk")
     if cfg.chunked is not None:
         model.encoder.cfg = dataclasses.replace(model.encoder.cfg, chunked=cfg.chunked)
     options = DecodingOptions(beam_size=cfg.beam_size, max_new_tokens=cfg.max_new_tokens,
@@ -195,7 +196,8 @@ def _decode_part(cfg: DecodeConfig, part: Part) -> None:
         langs = torch.tensor([lang_of(dd, u, lang_index, cfg.data) for u in batch], device=device)
         x, lens = pad(mats)
         post = lid.posteriors(batch)
-        with torch.inference_mode(), long_input_policy(model, batch, lens, cfg.feats):
+        check_long_inputs(model, batch, lens, cfg.feats)
+        with torch.inference_mode():
             ids, used = decode_batch(model, x.to(device), lens.to(device), options, cfg.lang_mode, langs,
                                      post, cfg.router_input)
         for u, seq, k in zip(batch, ids, used.tolist()):
@@ -273,29 +275,23 @@ def read_feats(feats, utt: str, scp: str):
     return torch.from_numpy(mat)
 
 
-@contextlib.contextmanager
-def long_input_policy(model, utts, lens, scp: str):
+def check_long_inputs(model, utts, lens, scp: str) -> None:
     """Decoding never skips an utterance. One longer than the full-context encoder takes (Whisper:
-    30 s) is encoded in chunks of ``decode_chunk_seconds`` (§IV-F) for this batch, with a warning;
-    with cached encoder states (computed full-context, no chunking possible) it is an error that
-    names the utterance."""
-    limit = model.max_input_frames()
-    too_long = [u for u, n in zip(utts, lens.tolist()) if limit is not None and n > limit]
-    if not too_long:
-        yield
-        return
-    if model.encoder.cfg.cached_layers > 0:
+    30 s) is encoded in chunks of ``decode_chunk_seconds`` (§IV-F), alone: the other rows of its
+    batch keep full context (the encoder's ``long_inputs: chunk``). With cached encoder states
+    (computed full-context, no chunking possible) it is an error that names the utterance."""
+    limit = model.encoder.cfg.cached_layers and model.max_input_frames()
+    if not limit and not model.encoder.cfg.chunked:
+        limit = 2 * model.encoder.embed_positions.num_embeddings
+    too_long = [u for u, n in zip(utts, lens.tolist()) if limit and n > limit]
+    if too_long and model.encoder.cfg.cached_layers > 0:
         raise UserError(f"{scp}: utterance {too_long[0]} has more frames than the encoder takes "
                         f"({limit}); cached encoder states cannot be chunked, decode from mel features "
                         "with a model that encodes them")
-    log.warning("%d utterance(s) longer than %d frames (e.g. %s): encoding this batch in %g-s chunks",
-                len(too_long), limit, too_long[0], model.encoder.cfg.decode_chunk_seconds)
-    saved = model.encoder.cfg
-    model.encoder.cfg = dataclasses.replace(saved, chunked=True)
-    try:
-        yield
-    finally:
-        model.encoder.cfg = saved
+    if too_long:
+        log.warning("%d utterance(s) longer than %d frames (e.g. %s): encoded in %g-s chunks (the "
+                    "rest of the batch keeps full context)", len(too_long), limit, too_long[0],
+                    model.encoder.cfg.decode_chunk_seconds)
 
 
 def lang_of(dd, utt: str, lang_index: dict[str, int], data: str) -> int:

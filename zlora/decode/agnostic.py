@@ -47,9 +47,10 @@ def mole_predict(model, feats: torch.Tensor, feat_lens: torch.Tensor) -> torch.T
     if state is None:
         raise ValueError("--lang_mode mole needs a model trained with adapter.kind: mole")
     state.mode = "predicted"
+    state.reset()
     with torch.inference_mode():
         model.encoder(feats, feat_lens, torch.zeros_like(feat_lens))
-    return state.pred.index.clone()
+    return state.row_prediction().clone()
 
 
 def decode_batch(model, feats, feat_lens, options, mode: str, true_langs: torch.Tensor | None,

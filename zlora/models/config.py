@@ -39,6 +39,14 @@ class EncoderConfig:
     chunk_seed: int = 0                   # seeds chunk sampling when the batch carries none
     cached_layers: int = 0                # bottom layers precomputed by zlora.bin.dump_encoder
     stage1_trainable: bool = True         # paper: stage 1 trains the encoder; false = frozen
+    # Pieces (rows, or chunks) are encoded in <= max_groups length groups, the fewest reaching
+    # real/computed frames >= group_target (zlora.models.pieces); max_groups 1 = one padded batch.
+    max_groups: int = 8
+    group_target: float = 0.95
+    # Full-context rows longer than Whisper's 30-s window: "error", or "chunk" them with
+    # decode_chunk_seconds (decoding sets this: it never skips an utterance).
+    long_inputs: str = "error"
+    activation_checkpointing: bool = False   # recompute each encoder layer in backward
 
     def __post_init__(self):
         if (self.whisper_dir is None) == (self.config is None):
@@ -56,6 +64,10 @@ class EncoderConfig:
             chunk_frames(sec, "model.encoder")
         if not self.train_chunk_seconds:
             raise ConfigError("model.encoder.train_chunk_seconds: must not be empty")
+        if self.max_groups < 1 or not 0.0 < self.group_target <= 1.0:
+            raise ConfigError("model.encoder: max_groups must be >= 1 and group_target in (0, 1]")
+        if self.long_inputs not in ("error", "chunk"):
+            raise ConfigError(f"model.encoder.long_inputs: must be error or chunk, got {self.long_inputs!r}")
 
 
 def chunk_frames(seconds: float, where: str = "chunk_seconds") -> int:
@@ -88,6 +100,7 @@ class LLMConfig:
     dtype: str = "float32"                # float32 | bfloat16 | float16
     attn_implementation: str = "sdpa"     # eager | sdpa (packing works with both; tested)
     trainable: bool = False               # train the whole LLM (from-scratch LLMs); paper: frozen
+    activation_checkpointing: bool = False   # recompute each decoder layer in backward
 
     def __post_init__(self):
         if (self.model_dir is None) == (self.config is None):

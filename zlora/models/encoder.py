@@ -17,7 +17,11 @@ its positional embeddings restart at 0, as for a separate utterance, which is wh
 segment independently using the same encoder" means -- and the chunk outputs are concatenated in
 time order, without overlap. Chunk lengths are even, so a chunk of F frames yields exactly F/2
 encoder frames and the concatenation has ceil(T/2) frames, the same as full-context encoding.
-The chunks of a whole batch are gathered into one batch of chunks (no Python loop over rows).
+
+**Length groups.** Rows (full context) or chunks are "pieces"; the pieces of a batch are encoded
+in a few groups of similar length (``max_groups``, ``group_target``; zlora.models.pieces), so a
+1-s chunk is never padded to 8 s and a 3-s utterance never to 30 s. Each group is one padded
+batch; ``frame_stats`` counts real and computed frames (the trainer logs their ratio).
 
 **Cached bottom layers.** With ``cached_layers = N > 0`` the input is the hidden state after the
 first N layers (written once by ``python -m zlora.bin.dump_encoder``, before the final LayerNorm);
@@ -25,6 +29,7 @@ only layers N.. and the final LayerNorm run, and the bottom part stays frozen.
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
@@ -32,14 +37,33 @@ from torch import nn
 
 from zlora.config import ConfigError
 from zlora.models.config import MEL_FRAMES_PER_SECOND, EncoderConfig, chunk_frames
+from zlora.adapters.checkpointing import enable_activation_checkpointing
+from zlora.models.pieces import Pieces, gather_pieces, plan_groups, plan_pieces
 from zlora.models.registry import ENCODERS
-from zlora.models.stages import adapter_language_context
+from zlora.models.stages import adapter_language_context, adapter_subset_routing, adapter_valid_tokens
 from zlora.utils.cli import UserError
 
 
 class InputTooLongError(UserError, ValueError):
     """Input longer than the full-context encoder's positional table (Whisper: 30 s). A UserError,
     so a CLI prints the one-line message; a ValueError for callers that catch the old type."""
+
+
+class FrameStats:
+    """Encoder frames since the last ``take()``: real (valid piece frames) and computed (groups
+    padded to their longest piece). real / computed is the encoder padding efficiency."""
+
+    def __init__(self):
+        self.real = self.computed = 0
+
+    def add(self, real: int, computed: int) -> None:
+        self.real += real
+        self.computed += computed
+
+    def take(self) -> tuple[int, int]:
+        out = (self.real, self.computed)
+        self.real = self.computed = 0
+        return out
 
 
 @ENCODERS.register("whisper")
@@ -62,6 +86,12 @@ class WhisperSpeechEncoder(nn.Module):
             raise ConfigError(f"model.encoder.cached_layers={cfg.cached_layers} exceeds the encoder's "
                               f"{len(self.layers)} layers")
         self._chunk_rng = torch.Generator().manual_seed(cfg.chunk_seed)
+        self.frame_stats = FrameStats()
+        self.group_rows: torch.Tensor | None = None     # see _group
+        self.group_batch_size = 0
+        self.forward_count = 0                           # forwards so far (groups of one forward share it)
+        if cfg.activation_checkpointing:
+            enable_activation_checkpointing(self.layers[cfg.cached_layers:])
         limit = 2 * self.embed_positions.num_embeddings
         too_long = [s for s in [*cfg.train_chunk_seconds, cfg.decode_chunk_seconds]
                     if chunk_frames(s) > limit]
@@ -82,7 +112,7 @@ class WhisperSpeechEncoder(nn.Module):
         """
         if self.cfg.cached_layers > 0:
             return self.embed_positions.num_embeddings
-        if self.cfg.chunked:
+        if self.cfg.chunked or self.cfg.long_inputs == "chunk":
             return None
         return 2 * self.embed_positions.num_embeddings
 
@@ -104,36 +134,91 @@ class WhisperSpeechEncoder(nn.Module):
                 lang_ids: torch.Tensor | None = None,
                 chunk_seconds: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """feats (B, T, D) mel (or cached states), feat_lens (B,), lang_ids (B,) for adapters,
-        chunk_seconds (B,) optional -> hidden (B, T_enc, d), enc_lens (B,)."""
+        chunk_seconds (B,) optional -> hidden (B, T_enc, d), enc_lens (B,).
+
+        Each row is cut into pieces (the whole row, or its chunks) and the pieces are encoded in
+        groups of similar length (zlora.models.pieces), each group one padded batch with the
+        adapters routed by its own rows' languages.
+        """
         _check_lengths(feats, feat_lens)
+        self._check_width(feats)
+        self.forward_count += 1
+        pieces = plan_pieces(feat_lens, self.piece_frames(feat_lens, chunk_seconds))
+        with adapter_language_context(self, lang_ids):
+            return self.encode_pieces(feats, feat_lens, pieces)
+
+    def _check_width(self, feats: torch.Tensor) -> None:
         if self.cfg.cached_layers > 0:
             if feats.shape[-1] != self.d_model:
                 raise ValueError(f"cached_layers={self.cfg.cached_layers}: expected cached encoder states "
                                  f"of width {self.d_model}, got features of width {feats.shape[-1]}")
-            with adapter_language_context(self, lang_ids):
-                return self.run_layers(feats, feat_lens, self.cfg.cached_layers, None, final_norm=True)
-        if feats.shape[-1] != self.conv1.in_channels:
+        elif feats.shape[-1] != self.conv1.in_channels:
             raise ValueError(f"expected {self.conv1.in_channels}-bin log-mel features, got {feats.shape[-1]}")
-        if not self.cfg.chunked:
-            with adapter_language_context(self, lang_ids):
-                return self.encode(feats, feat_lens)
-        frames = self.chunk_frames_for(feat_lens, chunk_seconds)
-        return self.encode_chunked(feats, feat_lens, frames, lang_ids)
+
+    def piece_frames(self, feat_lens: torch.Tensor, chunk_seconds: torch.Tensor | None) -> torch.Tensor:
+        """(B,) input frames per piece: the row's length (full context, one piece), or its chunk
+        length. Full-context rows beyond the positional window are an error, or chunked with
+        ``decode_chunk_seconds`` when ``long_inputs: chunk`` (decoding never skips an utterance)."""
+        if self.cfg.cached_layers > 0:
+            return feat_lens
+        if self.cfg.chunked:
+            return self.chunk_frames_for(feat_lens, chunk_seconds)
+        limit = 2 * self.embed_positions.num_embeddings
+        too_long = feat_lens > limit
+        if not bool(too_long.any()):
+            return feat_lens
+        if self.cfg.long_inputs != "chunk":
+            raise self._too_long(feat_lens)
+        frames = chunk_frames(self.cfg.decode_chunk_seconds, "decode_chunk_seconds")
+        return torch.where(too_long, torch.full_like(feat_lens, frames), feat_lens)
 
     def chunk_frames_for(self, feat_lens: torch.Tensor, chunk_seconds: torch.Tensor | None) -> torch.Tensor:
-        """(B,) chunk length in mel frames: the batch's ``chunk_seconds`` in training (sampled
-        from train_chunk_seconds if absent), ``decode_chunk_seconds`` in eval mode."""
+        """(B,) chunk length in mel frames: the batch's ``chunk_seconds`` when given (training
+        batches carry them), else sampled from train_chunk_seconds in training mode, else
+        ``decode_chunk_seconds``."""
         b = feat_lens.shape[0]
-        if not self.training:
-            secs = torch.full((b,), float(self.cfg.decode_chunk_seconds), dtype=torch.float64)
-        elif chunk_seconds is not None:
+        if chunk_seconds is not None:
             secs = chunk_seconds.detach().double().cpu()
-        else:
+        elif self.training:
             choices = torch.tensor(self.cfg.train_chunk_seconds, dtype=torch.float64)
             secs = choices[torch.randint(len(choices), (b,), generator=self._chunk_rng)]
+        else:
+            secs = torch.full((b,), float(self.cfg.decode_chunk_seconds), dtype=torch.float64)
         frames = torch.tensor([chunk_frames(float(s), "chunk_seconds") for s in secs.tolist()],
                               dtype=torch.long)
         return frames.to(feat_lens.device)
+
+    def encode_pieces(self, x: torch.Tensor, lens: torch.Tensor, pieces: Pieces) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode every piece, grouped by length, and lay the outputs back in time order:
+        x (B, T, D) -> (B, T_enc, d), enc_lens (B,)."""
+        cached = self.cfg.cached_layers > 0
+        groups = plan_groups(pieces.length.tolist(), self.cfg.max_groups, self.cfg.group_target)
+        enc_start = pieces.start if cached else pieces.start // 2     # chunk lengths are even
+        rows, cols, values = [], [], []
+        for g in groups:
+            idx = torch.as_tensor(g, device=x.device)
+            xg, lg = gather_pieces(x, pieces, idx)
+            with adapter_subset_routing(self, pieces.utt[idx]), self._group(pieces.utt[idx], len(lens)):
+                h, hl = (self.run_layers(xg, lg, self.cfg.cached_layers, None, final_norm=True) if cached
+                         else self.encode(xg, lg))
+            valid = torch.arange(h.shape[1], device=h.device)[None, :] < hl[:, None]
+            rows.append(pieces.utt[idx][:, None].expand_as(valid)[valid])
+            cols.append((enc_start[idx][:, None] + torch.arange(h.shape[1], device=h.device))[valid])
+            values.append(h[valid])
+            self.frame_stats.add(int(lg.sum()), len(g) * int(lg.max()))
+        out_lens = self.output_lengths(lens)
+        out = values[0].new_zeros(lens.shape[0], int(out_lens.max()), values[0].shape[-1])
+        return out.index_put((torch.cat(rows), torch.cat(cols)), torch.cat(values)), out_lens
+
+    @contextlib.contextmanager
+    def _group(self, rows: torch.Tensor, batch_size: int):
+        """While a group runs: ``group_rows`` (n,) = the input row of each group row, for hooks
+        that report per input row (MoLE's classifier, layer-wise KD)."""
+        self.group_rows, self.group_batch_size = rows, batch_size
+        try:
+            yield
+        finally:
+            self.group_rows = None
 
     def encode(self, mel: torch.Tensor, lens: torch.Tensor, n_layers: int | None = None,
                final_norm: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -172,8 +257,10 @@ class WhisperSpeechEncoder(nn.Module):
                    final_norm: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Layers [start, stop) with a key padding mask, then optionally the final LayerNorm."""
         mask = self._attention_mask(lens, x.shape[1], x.dtype)
-        for layer in self.layers[start:stop]:
-            x = layer(x, mask)
+        valid = torch.arange(x.shape[1], device=lens.device)[None, :] < lens[:, None]
+        with adapter_valid_tokens(self, valid.reshape(-1)):
+            for layer in self.layers[start:stop]:
+                x = layer(x, mask)
         if final_norm:
             x = self.layer_norm(x)
         return x, lens
@@ -187,46 +274,6 @@ class WhisperSpeechEncoder(nn.Module):
             return valid[:, None, None, :]
         return torch.zeros(valid.shape, dtype=dtype, device=lens.device).masked_fill(
             ~valid, torch.finfo(dtype).min)[:, None, None, :]
-
-    def encode_chunked(self, mel: torch.Tensor, lens: torch.Tensor, frames: torch.Tensor,
-                       lang_ids: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Chunked encoding (§IV-F); frames (B,) even chunk lengths -> (B, ceil(T/2), d), enc_lens."""
-        chunks, chunk_lens, utt, start = split_into_chunks(mel, lens, frames)
-        chunk_langs = None if lang_ids is None else lang_ids[utt]
-        with adapter_language_context(self, chunk_langs):
-            enc, enc_chunk_lens = self.encode(chunks, chunk_lens)
-        return merge_chunks(enc, enc_chunk_lens, utt, start // 2, lens.shape[0], (lens + 1) // 2)
-
-
-def split_into_chunks(x: torch.Tensor, lens: torch.Tensor, frames: torch.Tensor):
-    """Cut each row of x (B, T, D) into chunks of frames[b] frames (the last one shorter).
-
-    Returns chunks (N, F_max, D) zero-padded, chunk_lens (N,), utt (N,) the row of each chunk and
-    start (N,) its first frame, ordered by row then time.
-    """
-    n_chunks = (lens + frames - 1) // frames
-    utt = torch.repeat_interleave(torch.arange(len(lens), device=x.device), n_chunks)
-    first = torch.cumsum(n_chunks, 0) - n_chunks
-    k = torch.arange(len(utt), device=x.device) - first[utt]
-    start = k * frames[utt]
-    chunk_lens = torch.minimum(frames[utt], lens[utt] - start)
-    t = torch.arange(int(chunk_lens.max()), device=x.device)
-    valid = t[None, :] < chunk_lens[:, None]
-    idx = torch.where(valid, start[:, None] + t[None, :], torch.zeros_like(valid, dtype=torch.long))
-    chunks = x[utt[:, None], idx] * valid[..., None].to(x.dtype)
-    return chunks, chunk_lens, utt, start
-
-
-def merge_chunks(enc: torch.Tensor, enc_lens: torch.Tensor, utt: torch.Tensor, start: torch.Tensor,
-                 batch: int, out_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Concatenate chunk outputs enc (N, F, d) back in time order: (batch, max(out_lens), d)."""
-    t = torch.arange(enc.shape[1], device=enc.device)
-    valid = t[None, :] < enc_lens[:, None]
-    rows = utt[:, None].expand_as(valid)[valid]
-    cols = (start[:, None] + t[None, :])[valid]
-    out = enc.new_zeros(batch, int(out_lens.max()), enc.shape[-1])
-    out = out.index_put((rows, cols), enc[valid])
-    return out, out_lens
 
 
 def encode_bottom(encoder: WhisperSpeechEncoder, mel: torch.Tensor, lens: torch.Tensor,

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from zlora.config import ConfigError
+from zlora.adapters.checkpointing import enable_activation_checkpointing
 from zlora.models.config import LLMConfig
 from zlora.models.encoder import require_local_dir
 from zlora.models.tokenizer import HFTokenizer, SentencePieceTokenizer
@@ -42,6 +43,8 @@ def build_llm(cfg: LLMConfig) -> tuple[nn.Module, HFTokenizer | SentencePieceTok
             raise ConfigError(f"model.llm.config: cannot build a {model_type!r} config: {e}") from e
         model = AutoModelForCausalLM.from_config(hf_cfg, attn_implementation=cfg.attn_implementation,
                                                  dtype=dtype)
+    if cfg.activation_checkpointing:
+        enable_activation_checkpointing(decoder_layers(model))
     n_emb = model.get_input_embeddings().num_embeddings
     if n_emb < tok.vocab_size:
         raise ConfigError(f"model.llm: the LLM has {n_emb} token embeddings but the tokenizer "
@@ -51,3 +54,13 @@ def build_llm(cfg: LLMConfig) -> tuple[nn.Module, HFTokenizer | SentencePieceTok
 
 def llm_hidden_size(model: nn.Module) -> int:
     return model.get_input_embeddings().embedding_dim
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The repeated decoder blocks of a Hugging Face causal LM (``model.model.layers`` for
+    Llama/Qwen-style models)."""
+    layers = getattr(model.base_model, "layers", None)
+    if not isinstance(layers, nn.ModuleList):
+        raise ConfigError(f"model.llm.activation_checkpointing: cannot find the decoder layers of "
+                          f"{type(model).__name__} (expected base_model.layers)")
+    return layers

@@ -61,6 +61,25 @@ def adapter_language_context(module: nn.Module, lang_ids: torch.Tensor | None):
     return language_context(module, lang_ids)
 
 
+def adapter_subset_routing(module: nn.Module, rows: torch.Tensor):
+    """``zlora.adapters.context.subset_routing`` over ``module`` (a sub-batch of the routed
+    batch: input row i is outer row rows[i]); a no-op without adapter layers."""
+    if not has_adapters(module):
+        return contextlib.nullcontext()
+    from zlora.adapters.context import subset_routing
+
+    return subset_routing(module, rows)
+
+
+def adapter_valid_tokens(module: nn.Module, valid: torch.Tensor):
+    """``zlora.adapters.context.valid_tokens_context`` over ``module``; a no-op without adapters."""
+    if not has_adapters(module):
+        return contextlib.nullcontext()
+    from zlora.adapters.context import valid_tokens_context
+
+    return valid_tokens_context(module, valid)
+
+
 def adapter_names(module: nn.Module) -> dict[str, set[str]]:
     """{param or buffer name: ...}: names (relative to ``module``) of adapter tensors -- everything
     inside an adapter layer except its wrapped ``base_layer``."""

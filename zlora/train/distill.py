@@ -71,24 +71,37 @@ def js_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
 
 # ---- capturing hidden states and logits ----------------------------------------------------------
 class Capture:
-    """Forward hooks on a SpeechLLM's encoder layers and LM head; stores outputs while enabled."""
+    """Forward hooks on a SpeechLLM's encoder layers and LM head; stores outputs while enabled.
+
+    ``layers[i]`` lists one (hidden (n, T, d), key mask, input rows (n,)) per call of encoder layer
+    i in the last forward: the encoder runs a batch as several length groups (and chunks), each
+    group a call, and ``rows`` maps a call's rows to the batch's utterances. A teacher and the
+    student see the same calls for the same batch (the grouping depends on lengths only).
+    A recomputation under activation checkpointing records nothing.
+    """
 
     def __init__(self, model: nn.Module, always: bool = False):
-        self.layers: dict[int, tuple] = {}
+        self.layers: dict[int, list] = {}
         self.logits: Optional[torch.Tensor] = None
         self.always = always
+        self.encoder = model.encoder
         for i, layer in enumerate(model.encoder.layers):
             layer.register_forward_hook(self._layer_hook(i))
         model.llm.get_output_embeddings().register_forward_hook(self._logit_hook)
 
     def _on(self) -> bool:
-        return self.always or torch.is_grad_enabled()
+        from zlora.adapters.checkpointing import is_recomputing
+
+        return (self.always or torch.is_grad_enabled()) and not is_recomputing()
 
     def _layer_hook(self, i: int):
         def hook(module, args, out):
             if self._on():
                 h = out[0] if isinstance(out, (tuple, list)) else out
-                self.layers[i] = (h, args[1] if len(args) > 1 else None)
+                rows = getattr(self.encoder, "group_rows", None)
+                if rows is None:
+                    rows = torch.arange(h.shape[0], device=h.device)
+                self.layers.setdefault(i, []).append((h, args[1] if len(args) > 1 else None, rows))
         return hook
 
     def _logit_hook(self, module, args, out):
@@ -131,9 +144,9 @@ class DistillExtension:
         js_sum = s_logits.new_zeros(()) if s_logits is not None else None
         for lang in sorted(set(lang_ids.tolist())):
             t_layers, t_logits = self._teacher_forward(lang, batch)
-            rows = (lang_ids == lang)
             if self.cfg.mode == "layerwise":
-                layer_terms += [self._layer_term(s_layers[k], t_layers[k], rows) for k in s_layers]
+                terms = (self._layer_term(s_layers[k], t_layers[k], lang_ids, lang) for k in s_layers)
+                layer_terms += [t for t in terms if t is not None]
             if s_logits is not None and t_logits is not None:
                 sel = tok_langs.to(s_logits.device) == lang
                 js_sum = js_sum + js_divergence(s_logits[sel], t_logits[sel], self.cfg.temperature) * sel.sum()
@@ -154,13 +167,24 @@ class DistillExtension:
         return self.captures[lang].take()
 
     @staticmethod
-    def _layer_term(s: tuple, t: tuple, rows: torch.Tensor) -> torch.Tensor:
+    def _layer_term(s_calls: list, t_calls: list, lang_ids: torch.Tensor, lang: int) -> torch.Tensor:
+        """1 - cos over the valid frames of language ``lang``'s rows, pooled over the layer's calls
+        (length groups / chunks) of the student and of this language's teacher."""
         from zlora.adapters.mole import _valid_frames
 
-        (hs, mask), (ht, _) = s, t
-        valid = _valid_frames(mask, hs)
-        return cosine_distance(hs[rows], ht[rows].to(hs.dtype), valid[rows])
-
+        if len(s_calls) != len(t_calls):
+            raise RuntimeError(f"KD: the student ran an encoder layer {len(s_calls)} times but the "
+                               f"teacher {len(t_calls)} times for the same batch")
+        sums, frames = [], []
+        for (hs, mask, rows), (ht, _, _) in zip(s_calls, t_calls):
+            sel = lang_ids.to(rows.device)[rows] == lang
+            if bool(sel.any()):
+                valid = _valid_frames(mask, hs)[sel].float()
+                sums.append(cosine_distance(hs[sel], ht[sel], valid) * valid.sum())
+                frames.append(valid.sum())
+        if not sums:
+            return None
+        return torch.stack(sums).sum() / torch.stack(frames).sum().clamp_min(1.0)
 
 class MoLELIDExtension:
     """Adds weight * CE(LID classifier logits, true language) for a `mole` encoder adapter."""
@@ -192,9 +216,8 @@ def load_teachers(cfg: DistillConfig, languages: list[str], device) -> dict[int,
         if list(tcfg.languages) != list(languages):
             raise ConfigError(f"distill.experts[{i}] {exp}: languages {tcfg.languages} differ from "
                               f"this run's {languages}")
+        # Eval mode: no dropout; a chunked encoder still follows the batch's chunk_seconds.
         teachers[i] = model.to(device).eval()
-        if model.cfg.encoder.chunked:
-            teachers[i].encoder.train()     # so it uses the batch's chunk_seconds like the student
     return teachers
 
 
