@@ -77,8 +77,13 @@ def load_adapter_state_dict(model: nn.Module, state: dict[str, torch.Tensor], st
             target.copy_(value)
 
 
-def save_adapter_file(model: nn.Module, path: str | os.PathLike) -> None:
-    """Write the adapter tensors + config metadata as safetensors, atomically."""
+def save_adapter_file(model: nn.Module, path: str | os.PathLike,
+                      values: dict[str, torch.Tensor] | None = None) -> None:
+    """Write the adapter tensors + config metadata as safetensors, atomically.
+
+    ``values``: replacements keyed like the model's state dict (e.g. float32 master weights of a
+    bf16 model); tensors not in it are taken from the model.
+    """
     from safetensors.torch import save_file
 
     from zlora.utils.io import atomic_save_file
@@ -86,7 +91,9 @@ def save_adapter_file(model: nn.Module, path: str | os.PathLike) -> None:
     cfg = get_adapter_config(model)
     if cfg is None:
         raise ValueError(f"{path}: the model has no adapter layers to save")
-    tensors = {k: v.detach().cpu().clone().contiguous() for k, v in adapter_state_dict(model).items()}
+    values = values or {}
+    tensors = {k: values.get(k, v).detach().cpu().clone().contiguous()
+               for k, v in adapter_state_dict(model).items()}
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "adapter_config": cfg.to_metadata()}
     atomic_save_file(lambda tmp: save_file(tensors, tmp, metadata=meta), path)
 

@@ -87,8 +87,8 @@ class ZipperSoftLayer(AdapterLayer):
         """Eq. 14 with p from the mixture embedding and B_spec = sum_l post_l B_spec(l)."""
         if x.shape[0] != post.shape[0]:
             raise ValueError(f"adapter layer {self.adapter_name!r}: the language posterior has "
-                             f"{post.shape[0]} rows but the input {x.shape[0]} (chunked encoding is "
-                             "not supported with a posterior input)")
+                             f"{post.shape[0]} rows but the input {x.shape[0]}; route a sub-batch "
+                             "with zlora.adapters.context.subset_routing")
         x3 = x.reshape(x.shape[0], -1, self.in_features)
         y = self.base_layer(x3)
         h = F.linear(self.dropout(x3).to(self.lora_A.dtype), self.lora_A) * self.scaling

@@ -263,6 +263,7 @@ class BatchMeta:
     audio_seconds: float
     epoch: int
     batch: int
+    n_packs: int = 1
 
 
 def collate_packs(packs: list[list[dict]]) -> tuple[dict, BatchMeta]:
@@ -291,7 +292,7 @@ def collate_packs(packs: list[list[dict]]) -> tuple[dict, BatchMeta]:
     meta = BatchMeta(utts=[it["utt"] for _, it in items], real_tokens=sum(pack_tok),
                      padded_tokens=len(pack_tok) * max(pack_tok),
                      audio_seconds=float(sum(it["seconds"] for _, it in items)),
-                     epoch=items[0][1]["epoch"], batch=items[0][1]["batch"])
+                     epoch=items[0][1]["epoch"], batch=items[0][1]["batch"], n_packs=len(packs))
     return batch, meta
 
 

@@ -50,19 +50,21 @@ class InputTooLongError(UserError, ValueError):
 
 
 class FrameStats:
-    """Encoder frames since the last ``take()``: real (valid piece frames) and computed (groups
-    padded to their longest piece). real / computed is the encoder padding efficiency."""
+    """Encoder-layer frames since the last ``take()``: real (valid), computed (each group padded
+    to its longest piece) and attention work (sum of n x T^2 over groups). real / computed is the
+    encoder padding efficiency."""
 
     def __init__(self):
-        self.real = self.computed = 0
+        self.real = self.computed = self.attn = 0
 
-    def add(self, real: int, computed: int) -> None:
+    def add(self, real: int, n: int, t: int) -> None:
         self.real += real
-        self.computed += computed
+        self.computed += n * t
+        self.attn += n * t * t
 
-    def take(self) -> tuple[int, int]:
-        out = (self.real, self.computed)
-        self.real = self.computed = 0
+    def take(self) -> tuple[int, int, int]:
+        out = (self.real, self.computed, self.attn)
+        self.real = self.computed = self.attn = 0
         return out
 
 
@@ -205,7 +207,7 @@ class WhisperSpeechEncoder(nn.Module):
             rows.append(pieces.utt[idx][:, None].expand_as(valid)[valid])
             cols.append((enc_start[idx][:, None] + torch.arange(h.shape[1], device=h.device))[valid])
             values.append(h[valid])
-            self.frame_stats.add(int(lg.sum()), len(g) * int(lg.max()))
+            self.frame_stats.add(int(hl.sum()), h.shape[0], h.shape[1])
         out_lens = self.output_lengths(lens)
         out = values[0].new_zeros(lens.shape[0], int(out_lens.max()), values[0].shape[-1])
         return out.index_put((torch.cat(rows), torch.cat(cols)), torch.cat(values)), out_lens

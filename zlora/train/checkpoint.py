@@ -295,26 +295,34 @@ def load_rank_states(ckpt: Path, rank: int, per_rank_optimizer: bool) -> dict:
 
 
 # ---- the final model --------------------------------------------------------------------------------------
-def save_final(exp_dir: str | Path, model: torch.nn.Module, cfg, meta: dict, frozen: dict) -> Path:
-    """EXP/final/ written as a whole: into .final.partial, then renamed (rank 0 only)."""
+def save_final(exp_dir: str | Path, model: torch.nn.Module, cfg, meta: dict, frozen: dict,
+               weights: dict[str, torch.Tensor] | None = None) -> Path:
+    """EXP/final/ written as a whole: into .final.partial, then renamed (rank 0 only).
+
+    ``weights``: the trainable tensors to write (the engine's float32 ``full_weights``); default
+    the model's own. The adapter file takes its tensors from them too.
+    """
     exp_dir = Path(exp_dir)
     final, tmp = exp_dir / FINAL, exp_dir / ".final.partial"
+    weights = weights if weights is not None else model.trainable_state_dict()
     try:
-        return _write_final(exp_dir, final, tmp, model, cfg, meta, frozen)
+        return _write_final(exp_dir, final, tmp, model, cfg, meta, frozen, weights)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise CheckpointError(f"writing {final} failed ({e}); the checkpoints are intact: rerun with "
                               "--resume true to write it again") from e
 
 
-def _write_final(exp_dir: Path, final: Path, tmp: Path, model, cfg, meta: dict, frozen: dict) -> Path:
+def _write_final(exp_dir: Path, final: Path, tmp: Path, model, cfg, meta: dict, frozen: dict,
+                 weights: dict[str, torch.Tensor]) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    _save_tensors(model.trainable_state_dict(), tmp / "model.safetensors", {"format": "zlora-trainable"})
+    _save_tensors(weights, tmp / "model.safetensors", {"format": "zlora-trainable"})
     if cfg.adapter is not None:
         from zlora.adapters import save_adapter_file
 
-        save_adapter_file(model.encoder, tmp / "adapter.safetensors")
+        encoder_weights = {k[len("encoder."):]: v for k, v in weights.items() if k.startswith("encoder.")}
+        save_adapter_file(model.encoder, tmp / "adapter.safetensors", encoder_weights)
     save_config(cfg, tmp / "config.yaml")
     atomic_write_text(tmp / "frozen.json", json.dumps(frozen, indent=0, sort_keys=True))
     atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=1, sort_keys=True) + "\n")

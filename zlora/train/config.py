@@ -116,7 +116,9 @@ class EngineConfig:
     engine: Literal["ddp", "deepspeed"] = "deepspeed"
     # Relative paths are looked up in the working directory, then in the zlora repository root.
     deepspeed_config: str = "conf/deepspeed/zero2.json"
-    bf16: bool = True                   # GPU only; CPU training is always float32
+    # bf16 compute (DDP: autocast over float32 parameters; DeepSpeed: bf16 parameters + float32
+    # master weights), on any device, CPU included; null = bf16 on CUDA, float32 on CPU.
+    bf16: bool | None = None
     backend: str | None = None          # default: nccl on GPU, gloo on CPU
     timeout_s: float = 1800.0           # collective timeout: a dead rank ends the run with an error
     find_unused_parameters: bool = False  # DDP only; adapters keep every bank used (stacked tensors)
@@ -124,6 +126,9 @@ class EngineConfig:
     # tensor-parallel *inference* uses (deepspeed.comm.inference_all_reduce); ZeRO training never
     # calls it, so by default it is not built.
     deepspeed_shm_comm: bool = False
+    # Dense bf16 peak of one device for the logged MFU; null = from the GPU's name (H100/H200,
+    # A100, ...; zlora.train.telemetry), no MFU on a CPU.
+    peak_tflops: float | None = None
 
     def __post_init__(self):
         if not self.timeout_s > 0:

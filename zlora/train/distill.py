@@ -204,7 +204,10 @@ class MoLELIDExtension:
         return {**out, "loss": out["loss"] + self.weight * term, "lid_loss": float(term.detach())}
 
 
-def load_teachers(cfg: DistillConfig, languages: list[str], device) -> dict[int, nn.Module]:
+def load_teachers(cfg: DistillConfig, languages: list[str], device,
+                  dtype: torch.dtype = torch.float32) -> dict[int, nn.Module]:
+    """One frozen expert model per language, on ``device`` in the student's parameter ``dtype``
+    (bf16 under DeepSpeed bf16, so a teacher takes the same bf16 batch as the student)."""
     from zlora.train.checkpoint import load_model_for_inference
 
     if len(cfg.experts) != len(languages):
@@ -217,8 +220,26 @@ def load_teachers(cfg: DistillConfig, languages: list[str], device) -> dict[int,
             raise ConfigError(f"distill.experts[{i}] {exp}: languages {tcfg.languages} differ from "
                               f"this run's {languages}")
         # Eval mode: no dropout; a chunked encoder still follows the batch's chunk_seconds.
-        teachers[i] = model.to(device).eval()
+        teachers[i] = model.to(device=device, dtype=dtype).eval()
     return teachers
+
+
+ENCODING_KEYS = ("chunked", "train_chunk_seconds", "cached_layers", "max_groups", "group_target")
+
+
+def check_same_encoding(student: nn.Module, teachers: dict[int, nn.Module], cfg: DistillConfig) -> None:
+    """Layer-wise KD compares encoder states frame by frame, so every expert must cut a batch
+    into the same pieces (chunks) and groups as the student: same chunking and caching."""
+    want = {k: getattr(student.encoder.cfg, k) for k in ENCODING_KEYS}
+    for lang, teacher in teachers.items():
+        have = {k: getattr(teacher.encoder.cfg, k) for k in ENCODING_KEYS}
+        diff = [k for k in ENCODING_KEYS if have[k] != want[k]]
+        if diff:
+            k = diff[0]
+            raise ConfigError(f"distill.experts[{lang}] {cfg.experts[lang]}: model.encoder.{k} is "
+                              f"{have[k]!r} but this run has {want[k]!r}; layer-wise KD compares "
+                              "encoder states frame by frame, so experts must encode (chunk, cache) "
+                              "like the student (or use distill.mode: output)")
 
 
 def build_loss_extensions(cfg, model: nn.Module, device=None) -> list[LossExtension]:
@@ -229,7 +250,10 @@ def build_loss_extensions(cfg, model: nn.Module, device=None) -> list[LossExtens
         exts.append(MoLELIDExtension(model, adapter.mole_lid_loss_weight))
     dcfg = getattr(cfg, "distill", None)
     if dcfg is not None:
-        teachers = load_teachers(dcfg, list(cfg.languages), device or torch.device("cpu"))
+        dtype = next(model.parameters()).dtype
+        teachers = load_teachers(dcfg, list(cfg.languages), device or torch.device("cpu"), dtype)
+        if dcfg.mode == "layerwise":
+            check_same_encoding(model, teachers, dcfg)
         exts.append(DistillExtension(model, teachers, dcfg))
     return exts
 

@@ -1,5 +1,10 @@
 """Training engines behind one small interface: plain DDP, or DeepSpeed ZeRO (stage 2 by default).
 
+Precision (``engine.bf16``; the policy table is in the README): DDP keeps float32 parameters
+and runs the forward under bf16 autocast; DeepSpeed casts the parameters to bf16 and keeps float32
+master weights in its optimizer. Either way the loss, the router and the MoLE classifier compute
+in float32, and checkpoints and ``final/`` hold float32 weights (``full_weights``).
+
 Both take the unwrapped model, a client ``torch.optim.AdamW`` (so DeepSpeed never JIT-compiles
 fused_adam) and run micro-steps::
 
@@ -51,6 +56,13 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
 
 
+def use_bf16(eng_cfg: EngineConfig, device: torch.device) -> bool:
+    """``engine.bf16``: true/false as given, on any device (CPU too: DeepSpeed runs bf16 there and
+    torch has CPU autocast, so the GPU precision path is testable on a CPU); null = bf16 on CUDA,
+    float32 elsewhere."""
+    return eng_cfg.bf16 if eng_cfg.bf16 is not None else device.type == "cuda"
+
+
 def step_hooks(model: nn.Module) -> list:
     from zlora.adapters import adapter_step_hooks
 
@@ -79,7 +91,7 @@ class DDPEngine:
         self.grad_accum, self.clip = optim_cfg.grad_accum, optim_cfg.clip_grad
         self.optimizer = build_optimizer(model, optim_cfg)
         self.trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
-        self.autocast = dist.device.type == "cuda" and eng_cfg.bf16
+        self.autocast = use_bf16(eng_cfg, dist.device)      # parameters stay float32
         ddp_kw = {"device_ids": [dist.local_rank]} if dist.device.type == "cuda" else {}
         self.wrapped = nn.parallel.DistributedDataParallel(
             model, find_unused_parameters=eng_cfg.find_unused_parameters, **ddp_kw)
@@ -105,6 +117,10 @@ class DDPEngine:
         for hook in self.hooks:
             hook()
         return norm
+
+    def full_weights(self) -> dict[str, torch.Tensor]:
+        """Trainable tensors at full precision (float32 parameters: autocast never casts them)."""
+        return self.model.trainable_state_dict()
 
     def optimizer_state(self) -> tuple[dict | None, bool]:
         """(state to save on this rank or None, per_rank)."""
@@ -133,7 +149,7 @@ class DeepSpeedEngine:
             # See EngineConfig.deepspeed_shm_comm: skip the JIT build of an inference-only op.
             deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
         self.dist = dist
-        self.bf16 = dist.device.type == "cuda" and cfg.engine.bf16
+        self.bf16 = use_bf16(cfg.engine, dist.device)
         self.ds_config = deepspeed_config(cfg, self.bf16)
         optimizer = build_optimizer(model, cfg.optim)
         self.engine, self.optimizer, _, _ = deepspeed.initialize(
@@ -164,6 +180,20 @@ class DeepSpeedEngine:
             hook()
         norm = self.engine.get_global_grad_norm()
         return float(norm) if norm is not None else float("nan")
+
+    def full_weights(self) -> dict[str, torch.Tensor]:
+        """Trainable tensors at full precision: under bf16 the module holds bf16 copies, so each
+        trainable parameter is assembled from ZeRO's float32 master partitions (a collective:
+        every rank must call this, in the same order). Buffers come as they are."""
+        from deepspeed.utils import safe_get_full_fp32_param
+
+        params = dict(self.model.named_parameters())
+        out = {}
+        for name, value in sorted(self.model.trainable_state_dict().items()):
+            p = params.get(name)
+            full = safe_get_full_fp32_param(p) if p is not None and p.requires_grad else None
+            out[name] = (full if full is not None else value).detach().cpu()
+        return out
 
     def optimizer_state(self) -> tuple[dict, bool]:
         """This rank's ZeRO partition: the inner AdamW state and the fp32 master partition (which

@@ -15,6 +15,7 @@ from zlora.train.debug import maybe_kill
 from zlora.train.distributed import DistInfo, all_reduce_sum
 from zlora.train.progress import Progress, router_mean_p
 from zlora.train.schedule import WarmupCosine
+from zlora.train.telemetry import StepTelemetry
 from zlora.utils.cli import UserError
 from zlora.utils.log import get_logger
 
@@ -41,6 +42,7 @@ class Trainer:
         self.total_steps = total_steps(cfg, self.steps_per_epoch)
         o = cfg.optim
         self.schedule = WarmupCosine(o.lr, self.total_steps, o.warmup_ratio, o.min_lr_ratio, o.scheduler)
+        self.telemetry = StepTelemetry(engine.model, dist.device, cfg.engine.peak_tflops)
         self.step = 0
         self.saved_step: int | None = None
         self.last: dict = {}
@@ -98,10 +100,11 @@ class Trainer:
         sampler, accum = self.data.sampler, self.cfg.optim.grad_accum
         batches = iter(self.data.loader())
         while self.step < self.total_steps:
+            t0 = time.perf_counter()
             micro = list(islice(batches, accum))
             if len(micro) < accum:
                 break
-            metrics = self.train_step(micro)
+            metrics = self.train_step(micro, data_wait=time.perf_counter() - t0)
             sampler.advance(len(micro))
             self.step += 1
             self._after_step(metrics, progress)
@@ -124,11 +127,14 @@ class Trainer:
             self.save()
         maybe_kill("after_step", step)
 
-    def train_step(self, micro: list) -> dict:
-        """grad_accum micro-batches -> one optimizer step; metrics averaged over ranks."""
+    def train_step(self, micro: list, data_wait: float = 0.0) -> dict:
+        """grad_accum micro-batches -> one optimizer step; metrics averaged over ranks
+        (telemetry -- memory, data wait, encoder frames, MFU -- is this rank's)."""
         t0 = time.perf_counter()
+        self.telemetry.start()
         self.engine.model.train()
         loss_sum = real = padded = audio = bad = 0.0
+        widest = 0
         bad_utts: list[str] = []
         parts: dict[str, float] = {}     # the loss's named terms (ce_loss, ctc_loss, lid_loss, ...)
         for k, (batch, meta) in enumerate(micro):
@@ -142,6 +148,7 @@ class Trainer:
                 if name.endswith("_loss") and isinstance(value, float):
                     parts[name] = parts.get(name, 0.0) + value
             real, padded, audio = real + meta.real_tokens, padded + meta.padded_tokens, audio + meta.audio_seconds
+            widest = max(widest, meta.padded_tokens // max(meta.n_packs, 1))
             self._log_utts(meta)
         # One collective for the metrics and the divergence check, before the optimizer step so a
         # non-finite loss on any rank stops every rank with the weights still intact.
@@ -156,7 +163,8 @@ class Trainer:
         return {"epoch": self.data.sampler.epoch, "loss": tot[0] / tot[1], "lr": lr, "grad_norm": grad_norm,
                 "tokens_per_s": tot[2] / dt, "audio_s_per_s": tot[4] / dt,
                 "packing_efficiency": tot[2] / max(tot[3], 1.0), "step_time_s": dt,
-                **{n: tot[6 + i] / tot[1] for i, n in enumerate(names)}}
+                **{n: tot[6 + i] / tot[1] for i, n in enumerate(names)},
+                **self.telemetry.metrics(dt, data_wait, int(padded), widest)}
 
     def _log_utts(self, meta) -> None:
         if self.utt_log is not None:
@@ -179,13 +187,14 @@ class Trainer:
     # ---- saving --------------------------------------------------------------------------------
     def save(self) -> None:
         is_main = self.dist.is_main
+        weights = self.engine.full_weights()          # a collective under DeepSpeed: every rank
         optimizer, per_rank = self.engine.optimizer_state()
         trainer = {"step": self.step, "sampler": self.data.sampler.state_dict(),
                    "schedule": self.schedule.state_dict()}
         meta = ckpt_io.checkpoint_meta(self.step, self.data.sampler.epoch, _scalars(self.last), self.cfg,
                                        self.dist.world_size, self.engine.name)
         payload = ckpt_io.CheckpointPayload(
-            step=self.step, weights=self.engine.model.trainable_state_dict() if is_main else None,
+            step=self.step, weights=weights if is_main else None,
             optimizer=optimizer, optimizer_per_rank=per_rank, trainer=trainer if is_main else None,
             meta=meta if is_main else None, frozen=self.frozen if is_main else None)
         path = ckpt_io.save_checkpoint(self.exp_dir, payload, self.dist.rank, self.dist.device,
@@ -194,10 +203,11 @@ class Trainer:
         log.info("saved checkpoint %s", path)
 
     def save_final(self) -> None:
+        weights = self.engine.full_weights()          # float32, assembled on every rank
         if self.dist.is_main:
             meta = ckpt_io.checkpoint_meta(self.step, self.data.sampler.epoch, _scalars(self.last), self.cfg,
                                            self.dist.world_size, self.engine.name)
-            path = ckpt_io.save_final(self.exp_dir, self.engine.model, self.cfg, meta, self.frozen or {})
+            path = ckpt_io.save_final(self.exp_dir, self.engine.model, self.cfg, meta, self.frozen or {}, weights)
             log.info("final model written to %s (loss %.4f)", path, self.last.get("loss", float("nan")))
 
 
