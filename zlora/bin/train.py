@@ -16,6 +16,7 @@ from zlora.train.data import build_train_data, build_valid_loader
 from zlora.train.distributed import cleanup, init_distributed
 from zlora.train.engine import build_engine
 from zlora.train.experiment import prepare_exp_dir
+from zlora.train.sanity import check_packing
 from zlora.train.trainer import Trainer
 from zlora.utils.cli import run_main
 from zlora.utils.log import get_logger
@@ -37,6 +38,7 @@ def main(argv: list[str]) -> int:
         if resume_from is not None:         # weights before the engine: ZeRO copies them at init
             model.load_trainable_state_dict(ckpt_io.load_tensors(resume_from / "model.safetensors"))
         engine = build_engine(cfg, model, dist)
+        check_packing(engine.model.llm, dist.device, getattr(engine, "autocast", False))
         trainer = Trainer(cfg, engine, dist, train_data, valid_loader, frozen)
         if resume_from is not None:
             trainer.restore(resume_from)

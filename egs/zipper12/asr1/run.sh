@@ -29,7 +29,7 @@ wenetspeech=               # dir holding WenetSpeech.json and audio/
 ngpu=4                     # GPUs per node (§V-B: 4 x A800 80 GB)
 nnodes=1                   # multi-node: run this script on every node with its --node_rank
 node_rank=0
-rdzv_id=zipper12
+rdzv_id=zipper12           # prefix: every torchrun job gets its own id, <prefix>-<job> (same on all nodes)
 rdzv_backend=c10d
 rdzv_endpoint=localhost:29400   # multi-node: host:port of node 0, reachable from every node
 nj=32                      # CPU processes for feature dumping
@@ -53,7 +53,7 @@ roots=(--roots.librispeech "${librispeech:-null}" --roots.mls "${mls:-null}"
 models=(--model.encoder.whisper_dir "$whisper_dir" --model.llm.model_dir "$llm_dir")
 read -r -a extra_train_opts <<< "$train_opts"
 launcher=(torchrun --nnodes "$nnodes" --node_rank "$node_rank" --nproc_per_node "$ngpu"
-          --rdzv_id "$rdzv_id" --rdzv_backend "$rdzv_backend" --rdzv_endpoint "$rdzv_endpoint")
+          --rdzv_backend "$rdzv_backend" --rdzv_endpoint "$rdzv_endpoint")
 lid=exp/lid/lid.safetensors
 
 label() {  # method -> row label in RESULTS.md
@@ -97,7 +97,8 @@ fi
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   for regime in $regimes; do
     log "stage 4: stage-1 training, $regime regime ($stage1_langs)"
-    "${launcher[@]}" -m zlora.bin.train --config "conf/train_stage1_${regime}.yaml" \
+    "${launcher[@]}" --rdzv_id "${rdzv_id}-stage1-${regime}" \
+      -m zlora.bin.train --config "conf/train_stage1_${regime}.yaml" \
       --exp_dir "exp/stage1_${regime}" "${models[@]}" \
       --data.train data/train_stage1 --data.train_feats dump/train_stage1/feats.scp \
       --resume true "${extra_train_opts[@]}"
@@ -114,7 +115,8 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
       fi
       lid_opt=()
       case "$method" in zipper-hard|zipper-soft*) lid_opt=(--adapter.lid_embeddings "$lid") ;; esac
-      "${launcher[@]}" -m zlora.bin.train --config "conf/stage2/${method}_${regime}.yaml" \
+      "${launcher[@]}" --rdzv_id "${rdzv_id}-${variant}-${regime}-${method}" \
+        -m zlora.bin.train --config "conf/stage2/${method}_${regime}.yaml" \
         --exp_dir "exp/${variant}/stage2_${regime}_${method}" --init_from "exp/stage1_${regime}" \
         "${models[@]}" --data.train "data/$sft_train" --data.train_feats "dump/$sft_train/feats.scp" \
         "${lid_opt[@]}" "${init_b[@]}" --resume true "${extra_train_opts[@]}"

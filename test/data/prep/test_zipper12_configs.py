@@ -215,6 +215,9 @@ def test_run_sh_sequences_the_stages(tmp_path):
     assert len(trains) == 2 + 2 * len(METHODS)
     assert all(c.startswith("torchrun|--nnodes|2|--node_rank|1|") and "|--rdzv_endpoint|node0:29400|" in c
                for c in trains)
+    rdzv_ids = [c.split("|--rdzv_id|")[1].split("|")[0] for c in trains]
+    assert len(set(rdzv_ids)) == len(trains)           # one rendezvous per job: no stale joins
+    assert "zipper12-stage1-chunked" in rdzv_ids and "zipper12-lite_1h-full-zipper-soft" in rdzv_ids
     assert "|--model.encoder.whisper_dir|/m/whisper large|" in trains[0]     # one argument, spaces kept
     initb = [c for c in trains if "zipper-soft-initb_full" in c][0]
     assert "|--adapter.init_b_from|exp/lite_1h/stage2_full_zipper-soft/final/adapter.safetensors|" in initb
