@@ -137,6 +137,10 @@ def test_paper_values_and_consistency():
         assert c["data"]["max_tokens"] == 2048
         packs = c["data"]["batch_size"] * c["optim"]["grad_accum"]
         assert packs == (16 if regime == "chunked" else 10)       # §V-B: 16 chunked, 10 non-chunked
+        # in one micro-batch, which fits 80 GB only with activation checkpointing (bench_memory)
+        assert c["optim"]["grad_accum"] == 1
+        assert enc["activation_checkpointing"] and c["model"]["llm"]["activation_checkpointing"]
+        assert c["engine"]["bf16"] is True
         assert c["engine"]["engine"] == "deepspeed" and c["engine"]["deepspeed_config"] == "conf/deepspeed/zero2.json"
         if method == "stage1":
             continue
