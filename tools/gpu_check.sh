@@ -32,18 +32,19 @@ if ! "$PY" -c 'import torch, transformers, deepspeed, safetensors, sentencepiece
   log "missing packages for $PY: $(tail -1 "$out/import.err")"
   exit 2
 fi
-"$PY" - >"$out/env.json" <<'PYEOF'
-import json, torch, transformers, deepspeed
+"$PY" - "$out/env.json" <<'PYEOF'
+import json, sys, torch, transformers, deepspeed   # deepspeed logs to stdout: write the file here
 cuda = torch.cuda.is_available()
-print(json.dumps({"torch": torch.__version__, "transformers": transformers.__version__,
-                  "deepspeed": deepspeed.__version__, "cuda": cuda,
-                  "device": torch.cuda.get_device_name(0) if cuda else "cpu"}))
+with open(sys.argv[1], "w") as f:
+    json.dump({"torch": torch.__version__, "transformers": transformers.__version__,
+               "deepspeed": deepspeed.__version__, "cuda": cuda,
+               "device": torch.cuda.get_device_name(0) if cuda else "cpu"}, f)
 PYEOF
 cat "$out/env.json" >&2
 gpu=$("$PY" -c 'import torch; print(int(torch.cuda.is_available()))')
 
 log "tiny models: every adapter kind, chunked and full, DeepSpeed ZeRO-2 bf16"
-"$PY" -m zlora.bin.gpu_check >"$out/kinds.jsonl" 2>"$out/kinds.log" || { status=1; log "FAILED (see $out/kinds.*)"; }
+"$PY" -m zlora.bin.gpu_check --out "$out/kinds.jsonl" >"$out/kinds.log" 2>&1 || { status=1; log "FAILED (see $out/kinds.*)"; }
 cat "$out/kinds.jsonl" >&2
 
 : >"$out/real_shapes.jsonl"
@@ -53,13 +54,13 @@ if [ "$gpu" = 1 ]; then
       packs=16; [ "$regime" = full ] && packs=10
       log "real shapes: stage $stage, $regime, $packs packs, activation checkpointing"
       timeout 240 "$PY" -m zlora.bin.bench_memory --step --stage "$stage" --regime "$regime" --packs "$packs" \
-        --steps 3 >>"$out/real_shapes.jsonl" 2>>"$out/real_shapes.log" || { status=1; log "FAILED (see $out/real_shapes.log)"; }
+        --steps 3 --out "$out/real_shapes.jsonl" >>"$out/real_shapes.log" 2>&1 || { status=1; log "FAILED (see $out/real_shapes.log)"; }
     done
   done
 else
   log "no CUDA device: real-shape steps skipped; a CPU smoke run (1 encoder + 1 LLM layer, 1 pack) instead"
   "$PY" -m zlora.bin.bench_memory --step --stage 2 --regime chunked --packs 1 --steps 1 --enc_layers 1 \
-    --llm_layers 1 >>"$out/real_shapes.jsonl" 2>>"$out/real_shapes.log" || { status=1; log "FAILED (see $out/real_shapes.log)"; }
+    --llm_layers 1 --out "$out/real_shapes.jsonl" >>"$out/real_shapes.log" 2>&1 || { status=1; log "FAILED (see $out/real_shapes.log)"; }
 fi
 cat "$out/real_shapes.jsonl" >&2
 log "done (status $status); results in $out"

@@ -31,6 +31,12 @@ def test_a_run_writes_every_output(tmp_path, corpus, monkeypatch):
     metrics = read_metrics(exp)
     assert [m["step"] for m in metrics] == [1, 2, 3]
     assert {"loss", "lr", "grad_norm", "tokens_per_s", "audio_s_per_s", "packing_efficiency"} <= set(metrics[0])
+    # telemetry: data wait measured apart from the step, encoder frames, memory (CPU: peak RSS)
+    for m in metrics:
+        assert 0 <= m["data_wait_s"] < m["step_time_s"] + 60 and m["enc_frames_per_s"] > 0
+        assert 0.5 < m["enc_padding_efficiency"] <= 1.0 and m["max_rss_gb"] > 0.1
+        assert "mfu" not in m and "peak_mem_gb" not in m            # GPU only
+    assert "packing check: attn_implementation=sdpa" in log
     assert metrics[0]["lr"] == pytest.approx(3e-3)         # warmup ceil(0.25 * 3) = 1 step
     assert list((exp / "tensorboard").glob("events.out.tfevents.*"))
     ckpts = exp / "checkpoints"

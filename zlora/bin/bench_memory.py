@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -42,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from zlora.bin.gpu_check import emit
 from zlora.utils.cli import run_main
 
 LANGS = ["en", "fr", "th", "zh"]
@@ -257,12 +257,13 @@ def main(argv: list[str]) -> int:
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--enc_layers", type=int, default=None)
     p.add_argument("--llm_layers", type=int, default=None)
+    p.add_argument("--out", default=None, help="also append the JSON lines to this file")
     args = p.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     with tempfile.TemporaryDirectory() as tmp:
         sp = tokenizer(Path(tmp))
         if args.step:
-            print(json.dumps(step_row(sp, args)), flush=True)
+            emit(step_row(sp, args), args.out)
             return 0
         pack = sample_pack()
         for stage in args.stages:
@@ -270,7 +271,7 @@ def main(argv: list[str]) -> int:
                 t0 = time.perf_counter()
                 row = model_row(sp, stage, regime, pack, args.n_gpus, args.device_gb)
                 row["bench_s"] = round(time.perf_counter() - t0, 1)
-                print(json.dumps(row), flush=True)
+                emit(row, args.out)
     return 0
 
 

@@ -85,7 +85,7 @@ def batch(chunked: bool, seed: int) -> dict:
     lens = torch.tensor([90, 52, 70, 36])
     out = {"feats": torch.randn(4, 90, 80, generator=g), "feat_lens": lens,
            "lang_ids": torch.tensor([0, 0, 1, 2]), "pack_ids": torch.tensor([0, 0, 1, 2]),
-           "text_ids": [torch.randint(3, 100, (3 + i,), generator=g).tolist() for i in range(4)]}
+           "text_ids": [torch.randint(3, 40, (3 + i,), generator=g).tolist() for i in range(4)]}  # < vocab
     if chunked:
         out["chunk_seconds"] = torch.tensor([0.2, 0.4, 0.2, 0.4])
     return out
@@ -129,10 +129,20 @@ def check_kind(sp: str, kind: str, chunked: bool, experts: list[str], dist, step
             "seconds": round(time.perf_counter() - t0, 2)}
 
 
+def emit(row: dict, path: str | None) -> None:
+    """One JSON line on stdout, and appended to ``path`` (stdout also carries DeepSpeed's logs)."""
+    line = json.dumps(row)
+    print(line, flush=True)
+    if path:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--kinds", nargs="+", default=list(KINDS))
+    p.add_argument("--out", default=None, help="also append the JSON lines to this file")
     args = p.parse_args(argv)
     from zlora.train.distributed import cleanup, init_distributed
 
@@ -150,7 +160,7 @@ def main(argv: list[str]) -> int:
                         row = {"kind": kind, "regime": "chunked" if chunked else "full", "ok": False,
                                "error": f"{type(e).__name__}: {e}"[:500]}
                     ok &= row["ok"]
-                    print(json.dumps(row), flush=True)
+                    emit(row, args.out)
     finally:
         cleanup()
     return 0 if ok else 1
