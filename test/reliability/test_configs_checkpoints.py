@@ -75,19 +75,21 @@ def stage2_config(trained, tmp_path, name, **adapter):
 
 def stage2_final(trained, tmp_path, name, **adapter):
     """EXP/final of an (untrained) stage-2 model: what training would leave, without the steps."""
+    from zlora.models.assembly import frozen_fingerprint
     from zlora.train import checkpoint as ck
     from zlora.train.config import load_train_config
+    from zlora.train.trained import assemble
 
     cfg = load_train_config(["--config", str(write_config(tmp_path / f"{name}.yaml",
                                                           stage2_config(trained, tmp_path, name, **adapter)))])
-    model = ck.build_model(cfg)
-    ck.save_final(cfg.exp_dir, model, cfg, {"step": 0}, ck.frozen_fingerprint(model))
+    model = assemble(cfg)
+    ck.save_final(cfg.exp_dir, model, cfg, {"step": 0}, frozen_fingerprint(model))
     return tmp_path / name
 
 
 def test_checkpoint_or_adapter_file_of_another_kind_rank_or_language_set_is_refused(
         tmp_path, trained, corpus, monkeypatch):
-    from zlora.train.checkpoint import CheckpointError, load_model_for_inference
+    from zlora.train.trained import CheckpointError, load_model_for_inference
 
     data, feats, _ = corpus
     lora2 = stage2_final(trained, tmp_path, "lora2")

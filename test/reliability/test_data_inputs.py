@@ -104,7 +104,7 @@ def test_any_sample_rate_is_resampled_to_16k(tmp_path):
 def test_long_utterances_are_skipped_in_training_and_counted_in_the_log(tmp_path, corpus, trained, monkeypatch):
     """data.max_duration (default 30 s) skips and counts; with no max_duration the full-context
     encoder's own limit (Whisper: 3000 frames = 30 s) still skips instead of crashing mid-run."""
-    from zlora.train.checkpoint import load_model_for_inference
+    from zlora.train.trained import load_model_for_inference
 
     data, feats = long_corpus(tmp_path, n_frames=3002)
     model, _ = load_model_for_inference(trained[0])
@@ -142,7 +142,7 @@ def test_too_long_input_to_the_model_names_the_limit(trained):
     """What the model does with > 30 s (non-chunked): a one-line error naming the limit and the
     batch row, never an obscure shape error."""
     from zlora.models.encoder import InputTooLongError
-    from zlora.train.checkpoint import load_model_for_inference
+    from zlora.train.trained import load_model_for_inference
 
     model, _ = load_model_for_inference(trained[0])
     assert model.max_input_frames() == 3000
@@ -208,7 +208,7 @@ def test_nan_features_stop_decoding_naming_the_utterance(tmp_path, trained):
 
 def test_punctuation_only_transcript_is_skipped_in_training_and_excluded_from_scoring(tmp_path, trained, audio_dir):
     from zlora.data.kaldi import validate_data_dir
-    from zlora.train.checkpoint import load_model_for_inference
+    from zlora.train.trained import load_model_for_inference
 
     # data prep: not an empty transcript, so the validator lets it through
     lines = (audio_dir / "text").read_text().splitlines()
@@ -271,7 +271,7 @@ def test_mismatched_ids_fail_naming_the_files_and_ids(tmp_path, trained):
     """Policy: text and utt2lang must hold the same ids and every utterance needs features; a
     mismatch is an error naming the file and the ids (never a silent drop). Extra feature entries
     are allowed (a dump may serve subsets) and counted in the log. wav.scp is read by dump_feats."""
-    from zlora.train.checkpoint import load_model_for_inference
+    from zlora.train.trained import load_model_for_inference
 
     model, _ = load_model_for_inference(trained[0])
     data, feats = make_corpus(tmp_path / "m", n_per_lang=3)

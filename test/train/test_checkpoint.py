@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from zlora.config import ConfigError
+from zlora.models import assembly
+from zlora.train.trained import load_model_for_inference
 from zlora.train import checkpoint as ck
 
 
@@ -41,20 +43,20 @@ def test_partials_are_removed(tmp_path):
 def test_resolve_init_from(tmp_path):
     exp = tmp_path / "s1"
     with pytest.raises(ConfigError, match="does not exist"):
-        ck.resolve_init_from(str(exp))
+        assembly.resolve_init_from(str(exp))
     d = fake_ckpt(exp, 10)
     with pytest.raises(ConfigError, match="holds no stage-1 model"):
-        ck.resolve_init_from(str(exp))             # no final/ yet
-    src = ck.resolve_init_from(str(d))              # a checkpoint dir works
+        assembly.resolve_init_from(str(exp))             # no final/ yet
+    src = assembly.resolve_init_from(str(d))              # a checkpoint dir works
     assert src.weights == d / "model.safetensors" and src.config == exp / "config.yaml"
     (exp / "final").mkdir()
     (exp / "final" / "model.safetensors").write_bytes(b"x")
-    assert ck.resolve_init_from(str(exp)).weights == exp / "final" / "model.safetensors"
+    assert assembly.resolve_init_from(str(exp)).weights == exp / "final" / "model.safetensors"
 
 
 def test_load_model_for_inference_needs_a_finished_run(tmp_path):
     with pytest.raises(ck.CheckpointError, match="has training of .* finished"):
-        ck.load_model_for_inference(tmp_path)
+        load_model_for_inference(tmp_path)
 
 
 def test_rng_state_round_trips_through_weights_only_load(tmp_path):
@@ -76,7 +78,7 @@ def test_truncated_state_file_names_the_file(tmp_path):
 
 def test_frozen_fingerprint_skips_aliases_of_trainable_tied_weights():
     import torch
-    from zlora.train.checkpoint import frozen_fingerprint
+    from zlora.models.assembly import frozen_fingerprint
 
     class Tied(torch.nn.Module):
         def __init__(self):

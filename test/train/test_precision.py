@@ -18,7 +18,7 @@ from zlora.config import from_dict  # noqa: E402
 from zlora.train.config import TrainConfig  # noqa: E402
 from zlora.train.distill import build_loss_extensions  # noqa: E402
 from zlora.train.distributed import cleanup, init_distributed  # noqa: E402
-from zlora.train.engine import DDPEngine, DeepSpeedEngine  # noqa: E402
+from zlora.train.engine import DDPEngine, DeepSpeedEngine, compute_dtype  # noqa: E402
 
 TARGET = r"layers\.(1|2)\.(self_attn\.(q_proj|v_proj)|fc1|fc2)"
 LID = {c: torch.randn(6, generator=torch.Generator().manual_seed(i)) for i, c in enumerate(LANGS)}
@@ -95,11 +95,15 @@ def mixed_batch(chunked: bool, seed: int = 0) -> dict:
 
 
 def build_engine(name, model, cfg, dist):
-    return DeepSpeedEngine(model, cfg, dist) if name == "deepspeed" else DDPEngine(model, cfg.optim, cfg.engine, dist)
+    """As zlora.bin.train does: loss extensions (MoLE LID, KD) built for the engine's precision."""
+    dtype = compute_dtype(cfg.engine, dist.device)
+    ext = build_loss_extensions(cfg, model, dist.device, dtype)
+    if name == "deepspeed":
+        return DeepSpeedEngine(model, cfg, dist, ext)
+    return DDPEngine(model, cfg.optim, cfg.engine, dist, ext)
 
 
 def run_steps(engine, cfg, chunked, n=2) -> list[float]:
-    engine.loss_extensions = build_loss_extensions(cfg, engine.model)
     losses = []
     for step in range(n):
         out = engine.micro_step(mixed_batch(chunked, seed=step), last=True)
@@ -146,7 +150,7 @@ def test_deepspeed_full_weights_are_the_float32_masters(sp, dist):
 
 def test_kd_teachers_follow_the_student_precision(sp, dist, monkeypatch):
     """LoRA-KD under DeepSpeed bf16: teachers are cast to bf16 (they take the bf16 batch)."""
-    import zlora.train.checkpoint as ckpt
+    import zlora.train.trained as ckpt
 
     teacher = stage2_model(sp, "lora", True)
     with torch.no_grad():
@@ -158,7 +162,6 @@ def test_kd_teachers_follow_the_student_precision(sp, dist, monkeypatch):
     model = stage2_model(sp, "lora", True)
     cfg = train_cfg("deepspeed", "lora", distill={"experts": ["a", "b", "c"]})
     engine = build_engine("deepspeed", model, cfg, dist)
-    engine.loss_extensions = build_loss_extensions(cfg, engine.model)
     kd = engine.loss_extensions[-1]
     assert {p.dtype for t in kd.teachers.values() for p in t.parameters()} == {torch.bfloat16}
     out = engine.micro_step(mixed_batch(True), last=True)
@@ -170,7 +173,7 @@ def test_kd_teachers_follow_the_student_precision(sp, dist, monkeypatch):
     other = stage2_model(sp, "lora", False)
     monkeypatch.setattr(ckpt, "load_model_for_inference", lambda exp: (copy.deepcopy(other).eval(), tcfg))
     with pytest.raises(ConfigError, match=r"distill.experts\[0\] a: model.encoder.chunked is False but this run has True"):
-        build_loss_extensions(cfg, engine.model)
+        build_loss_extensions(cfg, engine.model, dist.device, torch.bfloat16)
 
 
 def test_initial_b_warm_start_trains_in_bf16(sp, dist, tmp_path):

@@ -77,7 +77,7 @@ def utterance_by_utterance_loss(exp, data, feats):
     import kaldiio
 
     from zlora.data.kaldi import DataDir
-    from zlora.train.checkpoint import load_model_for_inference
+    from zlora.train.trained import load_model_for_inference
 
     model, cfg = load_model_for_inference(exp)
     dd, mats = DataDir(data), kaldiio.load_scp(str(feats))

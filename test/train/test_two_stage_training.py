@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 from train_testlib import final_weights, read_metrics, train_config, train_inprocess
 
 from zlora.adapters import read_adapter_file
-from zlora.train.checkpoint import CheckpointError, load_model_for_inference
+from zlora.train.trained import CheckpointError, load_model_for_inference
 
 
 @pytest.fixture(scope="module")

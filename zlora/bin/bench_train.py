@@ -133,7 +133,7 @@ class KindRunner:
         dist = init_distributed("gloo", 600.0)
         torch.manual_seed(0)
         model = build_speech_llm(cfg.model, langs)
-        model.set_stage(1, None)               # what checkpoint.build_model does, minus the weights
+        model.set_stage(1, None)               # what zlora.models.assembly does, minus the weights
         model.set_stage(2, cfg.adapter)
         self.trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         self.data = build_train_data(cfg, model, dist)

@@ -175,7 +175,7 @@ def _decode_part(cfg: DecodeConfig, part: Part) -> None:
     from zlora.data.kaldi import DataDir
     from zlora.decode.agnostic import decode_batch, write_part_lid
     from zlora.models import DecodingOptions
-    from zlora.train.checkpoint import load_model_for_inference
+    from zlora.train.trained import load_model_for_inference
 
     device = part_device(part.index)
     model, _ = load_model_for_inference(cfg.exp)

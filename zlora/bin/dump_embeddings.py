@@ -37,7 +37,7 @@ def embed(args: argparse.Namespace) -> dict:
 
     from zlora.bin.decode import lang_of, pad, read_feats
     from zlora.data.kaldi import DataDir
-    from zlora.train.checkpoint import load_model_for_inference
+    from zlora.train.trained import load_model_for_inference
 
     model, _ = load_model_for_inference(args.exp)
     model.eval()

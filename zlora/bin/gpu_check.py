@@ -106,8 +106,7 @@ def check_kind(sp: str, kind: str, chunked: bool, experts: list[str], dist, step
         "adapter": adapter_cfg(kind, experts), "optim": {"lr": 2e-2, "max_steps": steps, "warmup_ratio": 0.0},
         "engine": {"engine": "deepspeed", "bf16": True}}, "gpu_check")
     t0 = time.perf_counter()
-    engine = DeepSpeedEngine(model, cfg, dist)
-    engine.loss_extensions = build_loss_extensions(cfg, engine.model)
+    engine = DeepSpeedEngine(model, cfg, dist, build_loss_extensions(cfg, model, dist.device, torch.bfloat16))
     losses, norms = [], []
     for s in range(steps):
         out = engine.micro_step(batch(chunked, s), last=True)

@@ -31,7 +31,7 @@ def router_probs(exp: str) -> dict[str, dict[str, list[float]]]:
     import torch
 
     from zlora.adapters.router import LIDRouter
-    from zlora.train.checkpoint import load_model_for_inference
+    from zlora.train.trained import load_model_for_inference
 
     model, _ = load_model_for_inference(exp)
     langs = adapter_languages(model)

@@ -10,13 +10,16 @@ EXP/checkpoints/step-N/ + latest, and EXP/final/ (see zlora.train.checkpoint).
 """
 from __future__ import annotations
 
-from zlora.train import checkpoint as ckpt_io
+from zlora.models import assembly
+from zlora.train.checkpoint import load_tensors
 from zlora.train.config import check_config, load_train_config
 from zlora.train.data import build_train_data, build_valid_loader
+from zlora.train.distill import build_loss_extensions
 from zlora.train.distributed import cleanup, init_distributed
-from zlora.train.engine import build_engine
+from zlora.train.engine import build_engine, compute_dtype
 from zlora.train.experiment import prepare_exp_dir
 from zlora.train.sanity import check_packing
+from zlora.train.trained import build_seed
 from zlora.train.trainer import Trainer
 from zlora.utils.cli import run_main
 from zlora.utils.log import get_logger
@@ -30,14 +33,20 @@ def main(argv: list[str]) -> int:
     dist = init_distributed(cfg.engine.backend, cfg.engine.timeout_s)
     try:
         resume_from = prepare_exp_dir(cfg, dist)
-        model = ckpt_io.build_model(cfg)
+        init = assembly.resolve_init_from(cfg.init_from) if cfg.stage == 2 else None
+        model = assembly.build(cfg.model, cfg.languages, build_seed(cfg, init))
+        if init is not None:                # stage 2 (§IV-F): the stage-1 model plus adapters
+            assembly.load_stage1(model, init)
+            assembly.insert_adapters(model, cfg.adapter)
+        assembly.set_trainable(model, cfg.stage)
         log.info("model (stage %d):\n%s", cfg.stage, model.parameter_table())
-        frozen = ckpt_io.frozen_fingerprint(model) if dist.is_main else None
+        frozen = assembly.frozen_fingerprint(model) if dist.is_main else None
         train_data = build_train_data(cfg, model, dist)
         valid_loader = build_valid_loader(cfg, model, dist)
         if resume_from is not None:         # weights before the engine: ZeRO copies them at init
-            model.load_trainable_state_dict(ckpt_io.load_tensors(resume_from / "model.safetensors"))
-        engine = build_engine(cfg, model, dist)
+            model.load_trainable_state_dict(load_tensors(resume_from / "model.safetensors"))
+        extensions = build_loss_extensions(cfg, model, dist.device, compute_dtype(cfg.engine, dist.device))
+        engine = build_engine(cfg, model, dist, extensions)
         check_packing(engine.model.llm, dist.device, getattr(engine, "autocast", False))
         trainer = Trainer(cfg, engine, dist, train_data, valid_loader, frozen)
         if resume_from is not None:

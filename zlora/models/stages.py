@@ -10,8 +10,8 @@
 Bottom layers whose outputs are cached (``encoder.cached_layers``) never run, so they stay frozen
 in every stage and adapters may not target them.
 
-A stage-2 run initialised from stage 1 does: ``set_stage(1)``, ``load_trainable_state_dict(stage-1
-weights)``, ``set_stage(2, adapter_cfg)``.
+A stage-2 run initialised from stage 1 goes through zlora.models.assembly: build, load the stage-1
+weights (under the stage-1 policy), insert the adapters, set the stage-2 policy.
 """
 from __future__ import annotations
 
@@ -111,14 +111,19 @@ def named_parts(model: "SpeechLLM") -> Iterator[tuple[str, str, nn.Parameter]]:
 
 
 def apply_stage(model: "SpeechLLM", stage: int, adapter_cfg=None) -> None:
-    """Set requires_grad per the §IV-F policy of ``stage`` (1 or 2); stage 2 inserts adapters."""
+    """Stage 2 inserts the encoder adapters; then requires_grad per the policy of ``stage``."""
+    if stage == 2:
+        insert_encoder_adapters(model, adapter_cfg)
+    set_trainable(model, stage)
+
+
+def set_trainable(model: "SpeechLLM", stage: int) -> None:
+    """Set requires_grad per the §IV-F policy of ``stage`` (1 or 2)."""
     if stage not in (1, 2):
         raise ConfigError(f"stage must be 1 or 2, got {stage}")
     if stage == 1 and has_adapters(model.encoder):
         raise ConfigError("stage 1 has no encoder adapters, but this model already has some "
                           "(set_stage(2) was called before set_stage(1))")
-    if stage == 2:
-        insert_encoder_adapters(model, adapter_cfg)
     enc_cfg, llm_cfg = model.cfg.encoder, model.cfg.llm
     cached = {id(p) for m in model.encoder.bottom_modules() for p in m.parameters()}
     for part, _, p in named_parts(model):

@@ -1,4 +1,4 @@
-"""Checkpoints, the final model, and rebuilding a trained model for inference.
+"""Checkpoints and the final model on disk (building models: zlora.models.assembly).
 
 Layout (contract, /tmp/zlora/contracts.md "Training")::
 
@@ -18,11 +18,9 @@ files, then ``latest`` is replaced atomically. A kill or a full disk at any mome
 ``latest`` naming the previous complete checkpoint. Optimizer / RNG / trainer state are plain
 tensor containers loaded with ``torch.load(weights_only=True)``; weights are safetensors.
 
-Chaining: a stage-2 model is the stage-1 model (rebuilt from its config, its trainable tensors
-loaded from ``init_from``) with encoder adapters added. Frozen tensors are not saved; they come
-from the pretrained dirs or, for from-scratch parts, from the seeded build. ``frozen.json``
-records their CRC32s so a rebuild that would silently differ (another pretrained dir, another
-seed) is an error instead.
+Frozen tensors are not saved; they come from the pretrained dirs or, for from-scratch parts, from
+the seeded build. ``frozen.json`` records their CRC32s (zlora.models.assembly.frozen_fingerprint)
+so a rebuild that would silently differ (another pretrained dir, another seed) is an error.
 """
 from __future__ import annotations
 
@@ -38,9 +36,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from zlora.config import ConfigError, from_dict, read_yaml, save_config
-from zlora.utils.cli import UserError
-from zlora.utils.io import _fsync_dir, atomic_save_file, atomic_write_text
+from zlora.config import save_config
+from zlora.utils.io import (CheckpointError, atomic_save_file, atomic_write_text, fsync_dir,  # noqa: F401
+                            load_tensors, save_tensors)
 from zlora.utils.log import get_logger
 
 log = get_logger("train.checkpoint")
@@ -48,36 +46,6 @@ log = get_logger("train.checkpoint")
 CKPT_DIR = "checkpoints"
 LATEST = "latest"
 FINAL = "final"
-
-
-class CheckpointError(UserError):
-    """A checkpoint could not be written or read; the message names the file."""
-
-
-# ---- tensors on disk ----------------------------------------------------------------------------
-def _save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict | None = None) -> None:
-    from safetensors.torch import save_file
-
-    seen, out = set(), {}
-    for k, v in tensors.items():
-        v = v.detach().cpu()
-        ptr = v.untyped_storage().data_ptr() if v.numel() else None
-        if ptr in seen:     # safetensors refuses shared storage (e.g. tied weights)
-            v = v.clone()
-        seen.add(ptr)
-        out[k] = v.contiguous()
-    atomic_save_file(lambda tmp: save_file(out, tmp, metadata=metadata), path)
-
-
-def load_tensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    if not Path(path).is_file():
-        raise CheckpointError(f"{path}: weights file does not exist")
-    try:
-        return load_file(str(path))
-    except Exception as e:  # safetensors raises its own types for truncated / corrupt files
-        raise CheckpointError(f"{path}: not a readable safetensors file (truncated or corrupt?): {e}") from e
 
 
 def _save_state(obj: dict, path: Path) -> None:
@@ -123,44 +91,6 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2 ** 32)
-    torch.manual_seed(seed)
-
-
-# ---- frozen-weight fingerprint ------------------------------------------------------------------------
-def frozen_fingerprint(model: torch.nn.Module) -> dict[str, str]:
-    """{name: "dtype shape crc32"} of every frozen parameter and buffer not in the checkpoint."""
-    trainable_sd = model.trainable_state_dict()
-    trainable = set(trainable_sd)
-    # Tied weights (e.g. lm_head.weight = embed_tokens.weight) appear under a second name: they
-    # change with the trainable tensor they share storage with, so they are not frozen.
-    shared = {t.data_ptr() for t in trainable_sd.values() if t.numel()}
-    out = {}
-    for name, t in model.state_dict().items():
-        if name in trainable or (t.numel() and t.data_ptr() in shared):
-            continue
-        flat = t.detach().cpu().contiguous().reshape(-1)
-        crc = zlib.crc32(flat.view(torch.uint8).numpy()) if flat.numel() else 0
-        out[name] = f"{str(t.dtype).replace('torch.', '')} {tuple(t.shape)} {crc:08x}"
-    return out
-
-
-def check_fingerprint(model: torch.nn.Module, path: Path) -> None:
-    """Frozen tensors recorded in ``path`` must be bit-identical in ``model``."""
-    if not path.is_file():
-        log.warning("%s missing: cannot verify the frozen weights", path)
-        return
-    recorded = json.loads(path.read_text(encoding="utf-8"))
-    current = frozen_fingerprint(model)
-    for name, value in recorded.items():
-        if name in current and current[name] != value:
-            raise CheckpointError(
-                f"{path}: frozen tensor {name} differs from the one this model was trained with "
-                f"({current[name]} vs {value}): a different pretrained dir, model config or seed?")
-
-
 # ---- checkpoints during training ----------------------------------------------------------------------
 @dataclass
 class CheckpointPayload:
@@ -183,7 +113,7 @@ def write_rank_files(tmp: Path, rank: int, payload: CheckpointPayload) -> None:
     from zlora.train.debug import maybe_kill
 
     if payload.weights is not None:
-        _save_tensors(payload.weights, tmp / "model.safetensors")
+        save_tensors(payload.weights, tmp / "model.safetensors")
         maybe_kill("checkpoint_write", payload.step)
     if payload.optimizer is not None:
         name = f"optimizer-rank{rank}.pt" if payload.optimizer_per_rank else "optimizer.pt"
@@ -237,11 +167,11 @@ def _collectively(action, final: Path, tmp: Path, exp_dir, rank: int, device: to
 
 def _publish(tmp: Path, final: Path, meta: dict, root: Path, keep_last: int) -> None:
     atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=1, sort_keys=True) + "\n")
-    _fsync_dir(tmp)
+    fsync_dir(tmp)
     if final.exists():              # left by a run killed after this rename but before 'latest'
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _fsync_dir(root)
+    fsync_dir(root)
     atomic_write_text(root / LATEST, final.name + "\n")
     prune_checkpoints(root, keep_last)
 
@@ -317,7 +247,7 @@ def _write_final(exp_dir: Path, final: Path, tmp: Path, model, cfg, meta: dict, 
                  weights: dict[str, torch.Tensor]) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    _save_tensors(weights, tmp / "model.safetensors", {"format": "zlora-trainable"})
+    save_tensors(weights, tmp / "model.safetensors", {"format": "zlora-trainable"})
     if cfg.adapter is not None:
         from zlora.adapters import save_adapter_file
 
@@ -326,93 +256,15 @@ def _write_final(exp_dir: Path, final: Path, tmp: Path, model, cfg, meta: dict, 
     save_config(cfg, tmp / "config.yaml")
     atomic_write_text(tmp / "frozen.json", json.dumps(frozen, indent=0, sort_keys=True))
     atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=1, sort_keys=True) + "\n")
-    _fsync_dir(tmp)
+    fsync_dir(tmp)
     old = exp_dir / ".final.old"
     if final.exists():
         shutil.rmtree(old, ignore_errors=True)
         os.replace(final, old)
     os.replace(tmp, final)
-    _fsync_dir(exp_dir)
+    fsync_dir(exp_dir)
     shutil.rmtree(old, ignore_errors=True)
     return final
-
-
-# ---- building models (training and inference share this) -------------------------------------------------
-@dataclass
-class InitSource:
-    weights: Path        # stage-1 trainable tensors
-    config: Path         # stage-1 resolved config.yaml
-    frozen: Path         # stage-1 frozen.json
-
-
-def resolve_init_from(path: str | None) -> InitSource:
-    """``init_from``: a stage-1 exp dir (uses its final/) or a checkpoint dir (step-N)."""
-    if not path:
-        raise ConfigError("init_from: stage 2 needs the stage-1 exp dir")
-    p = Path(path)
-    if (p / FINAL / "model.safetensors").is_file():
-        d = p / FINAL
-        return InitSource(d / "model.safetensors", d / "config.yaml", d / "frozen.json")
-    if (p / "model.safetensors").is_file() and (p / "meta.json").is_file():
-        exp = p.parent.parent if p.parent.name == CKPT_DIR else p.parent
-        return InitSource(p / "model.safetensors", exp / "config.yaml", p / "frozen.json")
-    if not p.exists():
-        raise ConfigError(f"init_from: {path} does not exist (the stage-1 exp dir is needed for stage 2)")
-    raise ConfigError(f"init_from: {path} holds no stage-1 model: expected {p / FINAL / 'model.safetensors'} "
-                      "(did stage 1 finish?) or a checkpoint dir with model.safetensors and meta.json")
-
-
-def read_train_config(path: Path):
-    from zlora.train.config import TrainConfig
-
-    if not path.is_file():
-        raise ConfigError(f"{path}: config of the trained model does not exist")
-    return from_dict(TrainConfig, read_yaml(path), str(path))
-
-
-def build_model(cfg):
-    """SpeechLLM for ``cfg`` with its stage policy; stage 2 loads the stage-1 weights first.
-
-    The build is seeded with the seed of the run that first built the frozen weights (stage 1's
-    for a stage-2 run), so from-scratch frozen parts come out identical; frozen.json checks it.
-    """
-    from zlora.models import build_speech_llm
-
-    init = resolve_init_from(cfg.init_from) if cfg.stage == 2 else None
-    s1_cfg = read_train_config(init.config) if init else None
-    seed_everything(s1_cfg.seed if s1_cfg else cfg.seed)
-    model = build_speech_llm(cfg.model, list(cfg.languages))
-    if init is not None:
-        model.set_stage(1, None)
-        try:
-            # Not strict: a stage-2 config may enable parts (e.g. LLM-LoRA) stage 1 did not have;
-            # unknown names and shape mismatches still fail.
-            model.load_trainable_state_dict(load_tensors(init.weights), strict=False)
-        except ValueError as e:
-            raise CheckpointError(f"init_from {init.weights}: does not fit this model: {e}") from e
-        check_fingerprint(model, init.frozen)
-        log.info("stage 2: loaded the stage-1 model from %s", init.weights)
-    model.set_stage(cfg.stage, cfg.adapter)
-    return model
-
-
-def load_model_for_inference(exp_dir: str | Path, checkpoint: str | Path | None = None):
-    """(SpeechLLM in eval mode, TrainConfig) from EXP/final (or a checkpoint dir of the run)."""
-    exp_dir = Path(exp_dir)
-    src = Path(checkpoint) if checkpoint is not None else exp_dir / FINAL
-    cfg_path = src / "config.yaml" if (src / "config.yaml").is_file() else exp_dir / "config.yaml"
-    if not (src / "model.safetensors").is_file():
-        raise CheckpointError(f"{src / 'model.safetensors'} does not exist: has training of {exp_dir} "
-                              "finished?")
-    cfg = read_train_config(cfg_path)
-    model = build_model(cfg)
-    try:
-        model.load_trainable_state_dict(load_tensors(src / "model.safetensors"), strict=True)
-    except ValueError as e:
-        raise CheckpointError(f"{src / 'model.safetensors'}: does not fit the model of {cfg_path}: {e}") from e
-    check_fingerprint(model, src / "frozen.json")
-    model.eval()
-    return model, cfg
 
 
 def checkpoint_meta(step: int, epoch: int, metrics: dict, cfg, world_size: int, engine: str) -> dict:

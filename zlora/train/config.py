@@ -48,6 +48,7 @@ from typing import Literal, Sequence
 
 from zlora.adapters.config import AdapterConfig
 from zlora.config import ConfigError, deep_merge, from_dict, parse_overrides, read_yaml
+from zlora.models.assembly import resolve_init_from
 from zlora.models.config import SpeechLLMConfig
 from zlora.train.distill import DistillConfig
 
@@ -210,6 +211,13 @@ def load_train_config(argv: Sequence[str]) -> TrainConfig:
     return from_dict(TrainConfig, data, where)
 
 
+def read_train_config(path: Path) -> TrainConfig:
+    """The resolved config a run wrote (EXP/config.yaml, EXP/final/config.yaml)."""
+    if not Path(path).is_file():
+        raise ConfigError(f"{path}: config of the trained model does not exist")
+    return from_dict(TrainConfig, read_yaml(path), str(path))
+
+
 def resolve_repo_path(path: str, key: str) -> Path:
     """A config path: as given (relative to the working dir), else relative to the zlora repo."""
     p = Path(path)
@@ -251,8 +259,6 @@ def check_config(cfg: TrainConfig) -> None:
                           "(Whisper's codes: en, fr, zh, ja, ...)")
     prompts_for(list(cfg.languages), cfg.model.prompts_file)
     if cfg.stage == 2:
-        from zlora.train.checkpoint import resolve_init_from
-
         resolve_init_from(cfg.init_from)
     for key in ("init_b_from", "init_router_from"):
         value = getattr(cfg.adapter, key, None) if cfg.adapter is not None else None

@@ -208,7 +208,7 @@ def load_teachers(cfg: DistillConfig, languages: list[str], device,
                   dtype: torch.dtype = torch.float32) -> dict[int, nn.Module]:
     """One frozen expert model per language, on ``device`` in the student's parameter ``dtype``
     (bf16 under DeepSpeed bf16, so a teacher takes the same bf16 batch as the student)."""
-    from zlora.train.checkpoint import load_model_for_inference
+    from zlora.train.trained import load_model_for_inference
 
     if len(cfg.experts) != len(languages):
         raise ConfigError(f"distill.experts has {len(cfg.experts)} exp dirs, languages has "
@@ -242,15 +242,17 @@ def check_same_encoding(student: nn.Module, teachers: dict[int, nn.Module], cfg:
                               "like the student (or use distill.mode: output)")
 
 
-def build_loss_extensions(cfg, model: nn.Module, device=None) -> list[LossExtension]:
-    """Extensions for a TrainConfig: MoLE's LID loss and/or KD from experts."""
+def build_loss_extensions(cfg, model: nn.Module, device=None,
+                          dtype: torch.dtype = torch.float32) -> list[LossExtension]:
+    """Extensions for a TrainConfig: MoLE's LID loss and/or KD from experts. ``dtype``: the
+    student's parameter dtype during training (zlora.train.engine.compute_dtype); KD teachers are
+    cast to it."""
     exts: list[LossExtension] = []
     adapter = getattr(cfg, "adapter", None)
     if adapter is not None and adapter.kind == "mole" and adapter.options.lid_loss_weight > 0:
         exts.append(MoLELIDExtension(model, adapter.options.lid_loss_weight))
     dcfg = getattr(cfg, "distill", None)
     if dcfg is not None:
-        dtype = next(model.parameters()).dtype
         teachers = load_teachers(dcfg, list(cfg.languages), device or torch.device("cpu"), dtype)
         if dcfg.mode == "layerwise":
             check_same_encoding(model, teachers, dcfg)

@@ -25,11 +25,12 @@ Python objects and loads them with ``weights_only=False``, which we do not allow
 from __future__ import annotations
 
 import copy
+from typing import Sequence
 
 import torch
 from torch import nn
 
-from zlora.train.distill import apply_loss_extensions
+from zlora.train.distill import LossExtension, apply_loss_extensions
 from zlora.train.config import EngineConfig, OptimConfig, TrainConfig, load_deepspeed_json
 from zlora.train.distributed import DistInfo
 from zlora.utils.log import get_logger
@@ -63,6 +64,12 @@ def use_bf16(eng_cfg: EngineConfig, device: torch.device) -> bool:
     return eng_cfg.bf16 if eng_cfg.bf16 is not None else device.type == "cuda"
 
 
+def compute_dtype(eng_cfg: EngineConfig, device: torch.device) -> torch.dtype:
+    """The parameters' dtype during training: bf16 under DeepSpeed bf16 (it casts them), float32
+    otherwise (autocast keeps float32 parameters)."""
+    return torch.bfloat16 if eng_cfg.engine == "deepspeed" and use_bf16(eng_cfg, device) else torch.float32
+
+
 def step_hooks(model: nn.Module) -> list:
     from zlora.adapters import adapter_step_hooks
 
@@ -81,11 +88,14 @@ def move_batch(batch: dict, device: torch.device, float_dtype: torch.dtype | Non
 
 
 class DDPEngine:
+    """``loss_extensions``: extra loss terms (KD, MoLE LID; zlora.train.distill), applied after
+    the forward of every micro-step."""
     name = "ddp"
     per_rank_optimizer = False
-    loss_extensions: list = []      # zlora.train.distill: extra loss terms (KD, MoLE LID)
 
-    def __init__(self, model: nn.Module, optim_cfg: OptimConfig, eng_cfg: EngineConfig, dist: DistInfo):
+    def __init__(self, model: nn.Module, optim_cfg: OptimConfig, eng_cfg: EngineConfig, dist: DistInfo,
+                 loss_extensions: Sequence[LossExtension] = ()):
+        self.loss_extensions = list(loss_extensions)
         self.model = model.to(dist.device)
         self.dist = dist
         self.grad_accum, self.clip = optim_cfg.grad_accum, optim_cfg.clip_grad
@@ -136,13 +146,15 @@ class DDPEngine:
 
 
 class DeepSpeedEngine:
+    """``loss_extensions``: as DDPEngine's."""
     name = "deepspeed"
     per_rank_optimizer = True
-    loss_extensions: list = []      # zlora.train.distill: extra loss terms (KD, MoLE LID)
 
-    def __init__(self, model: nn.Module, cfg: TrainConfig, dist: DistInfo):
+    def __init__(self, model: nn.Module, cfg: TrainConfig, dist: DistInfo,
+                 loss_extensions: Sequence[LossExtension] = ()):
         import deepspeed
 
+        self.loss_extensions = list(loss_extensions)
         if not cfg.engine.deepspeed_shm_comm:
             import deepspeed.ops
 
@@ -235,7 +247,8 @@ def deepspeed_config(cfg: TrainConfig, bf16: bool) -> dict:
     return ds
 
 
-def build_engine(cfg: TrainConfig, model: nn.Module, dist: DistInfo):
+def build_engine(cfg: TrainConfig, model: nn.Module, dist: DistInfo,
+                 loss_extensions: Sequence[LossExtension] = ()):
     if cfg.engine.engine == "ddp":
-        return DDPEngine(model, cfg.optim, cfg.engine, dist)
-    return DeepSpeedEngine(model, cfg, dist)
+        return DDPEngine(model, cfg.optim, cfg.engine, dist, loss_extensions)
+    return DeepSpeedEngine(model, cfg, dist, loss_extensions)

@@ -36,8 +36,6 @@ class Trainer:
         self.cfg, self.engine, self.dist, self.data, self.valid_loader = cfg, engine, dist, data, valid_loader
         self.exp_dir = Path(cfg.exp_dir)
         self.frozen = frozen
-        from zlora.train.distill import build_loss_extensions
-        engine.loss_extensions = build_loss_extensions(cfg, engine.model, dist.device)
         self.steps_per_epoch = data.sampler.batches_per_epoch() // cfg.optim.grad_accum
         self.total_steps = total_steps(cfg, self.steps_per_epoch)
         o = cfg.optim
@@ -92,7 +90,7 @@ class Trainer:
             if self.utt_log is not None:
                 self.utt_log.close()
         if self.cfg.debug.dump_rank_params:
-            ckpt_io._save_tensors(self.engine.model.trainable_state_dict(),
+            ckpt_io.save_tensors(self.engine.model.trainable_state_dict(),
                                   self.exp_dir / "debug" / f"params.rank{self.dist.rank}.safetensors")
         return self.last
 

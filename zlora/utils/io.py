@@ -1,4 +1,5 @@
-"""Atomic file writes: write to a temporary file in the same directory, fsync, rename.
+"""Atomic file writes (write to a temporary file in the same directory, fsync, rename) and
+safetensors reads/writes that name the file when they fail.
 
 A kill or a full disk mid-write never leaves a partial file under the final name, and never
 clobbers the previous version of that file.
@@ -11,6 +12,10 @@ import os
 import tempfile
 from pathlib import Path
 from typing import IO, Iterator
+
+import torch
+
+from zlora.utils.cli import UserError
 
 
 @contextlib.contextmanager
@@ -27,7 +32,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None =
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -41,7 +46,7 @@ def _umask_mode() -> int:
     return 0o666 & ~mask
 
 
-def _fsync_dir(d: Path) -> None:
+def fsync_dir(d: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(d, os.O_RDONLY)
         try:
@@ -72,7 +77,7 @@ def atomic_save_file(save_fn, path: str | os.PathLike) -> None:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -103,3 +108,33 @@ def table_fingerprint(*tables: str | os.PathLike) -> str:
             st = os.stat(path)
             h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
+
+
+# ---- tensors on disk (safetensors only) -----------------------------------------------------------
+class CheckpointError(UserError):
+    """A weights or checkpoint file could not be written or read; the message names the file."""
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict | None = None) -> None:
+    from safetensors.torch import save_file
+
+    seen, out = set(), {}
+    for k, v in tensors.items():
+        v = v.detach().cpu()
+        ptr = v.untyped_storage().data_ptr() if v.numel() else None
+        if ptr in seen:     # safetensors refuses shared storage (e.g. tied weights)
+            v = v.clone()
+        seen.add(ptr)
+        out[k] = v.contiguous()
+    atomic_save_file(lambda tmp: save_file(out, tmp, metadata=metadata), path)
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    if not Path(path).is_file():
+        raise CheckpointError(f"{path}: weights file does not exist")
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises its own types for truncated / corrupt files
+        raise CheckpointError(f"{path}: not a readable safetensors file (truncated or corrupt?): {e}") from e
