@@ -15,8 +15,9 @@ A plan (YAML, typed by :class:`DataPlan`) names data sets; each set is a list of
 
 ``roots`` maps registered corpus names (zlora.data.prep.CORPORA) to their roots (``null``: not
 given; ``--roots.<corpus> DIR`` sets one); a source's ``options`` are checked against its corpus's
-options dataclass (e.g. ``{release: opus}`` for mls). ``unions`` name sets built last as the union of earlier sets (one multilingual test set per
-results table, so each table is one decode and one score).
+options dataclass (e.g. ``{release: opus}`` for mls). ``unions`` name sets built last as the union
+of earlier sets (one multilingual test set per results table, so each table is one decode and one
+score).
 
 Running it (:func:`run_plan`, ``python -m zlora.bin.prep_plan --config plan.yaml``):
 1. every (corpus, lang, split) a set needs is converted once into ``work_dir/<corpus>_<lang>_<split>``

@@ -22,15 +22,13 @@ imported when the registry is first read, so a new corpus needs no list to be ed
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import pkgutil
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from zlora.config import ConfigError, from_dict
-from zlora.registry import Registry
+from zlora.registry import ModuleRegistry
 
 
 @dataclass
@@ -73,47 +71,8 @@ class CorpusSpec:
         return typing.get_type_hints(self.options)
 
 
-class CorpusRegistry(Registry[CorpusSpec]):
-    """A Registry that imports every module of zlora.data.prep before it is first read (each
-    corpus module registers itself), so no list of corpora is kept by hand."""
-
-    def __init__(self, slot: str, package: str):
-        super().__init__(slot)
-        self._package, self._loaded = package, False
-
-    def _load(self) -> None:
-        if self._loaded:
-            return
-        self._loaded = True       # first: a module imported here may read the registry
-        try:
-            pkg = importlib.import_module(self._package)
-            for mod in pkgutil.iter_modules(pkg.__path__):
-                if not mod.name.startswith("_"):
-                    importlib.import_module(f"{self._package}.{mod.name}")
-        except BaseException:
-            self._loaded = False
-            raise
-
-    def get(self, name: str) -> CorpusSpec:
-        self._load()
-        if name not in self._items:
-            raise ConfigError(f"unknown {self.slot} {name!r}; known: {', '.join(self.names())}")
-        return self._items[name]
-
-    def names(self) -> list[str]:
-        self._load()
-        return super().names()
-
-    def __contains__(self, name: str) -> bool:
-        self._load()
-        return super().__contains__(name)
-
-    def unregister(self, name: str) -> None:
-        """Remove an entry (a test's or a plug-in's own corpus, when it is done with it)."""
-        self._items.pop(name, None)
-
-
-CORPORA = CorpusRegistry("corpus", "zlora.data.prep")
+# every module of zlora.data.prep is imported before the registry is first read
+CORPORA: ModuleRegistry[CorpusSpec] = ModuleRegistry("corpus", ("zlora.data.prep",))
 
 
 def register_corpus(name: str, *, layout: str, locate: Callable[..., Path], options: type = NoOptions,
