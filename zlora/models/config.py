@@ -81,14 +81,35 @@ def chunk_frames(seconds: float, where: str = "chunk_seconds") -> int:
 
 @dataclass
 class ProjectorConfig:
-    """Gated conv projector (§V-B): downsample x4, SiLU gate, Linear+residual+LayerNorm, Linear."""
+    """Modality projector: ``kind`` names a registered projector (zlora.models.registry.PROJECTORS;
+    the paper's is gated_conv, §V-B), ``conf`` its keyword options, checked against that
+    projector's ``Options`` dataclass and completed with its defaults (so a saved config states
+    every value), e.g. ``{kind: gated_conv, conf: {downsample: 4, hidden_size: null}}``."""
     kind: str = "gated_conv"
-    downsample: int = 4
-    hidden_size: int | None = None        # width of the gated branch; default: the LLM hidden size
+    conf: dict = field(default_factory=dict)
+    # The older form, {kind: gated_conv, downsample: 4, hidden_size: null} (YAMLs, and the
+    # EXP/config.yaml of earlier runs, which stage 2 and decoding read back): gated_conv's options
+    # at the top level, taken as conf.<key> (null = not given) and written back as null.
+    downsample: int | None = None
+    hidden_size: int | None = None
 
     def __post_init__(self):
-        if self.downsample < 1:
-            raise ConfigError(f"model.projector.downsample: must be >= 1, got {self.downsample}")
+        from zlora.models.projector import resolve_projector_conf
+
+        conf = dict(self.conf)
+        for key in ("downsample", "hidden_size"):
+            value = getattr(self, key)
+            if value is None:
+                continue
+            if self.kind != "gated_conv":
+                raise ConfigError(f"model.projector.{key}: top-level options are gated_conv's older "
+                                  f"form; give projector {self.kind}'s under model.projector.conf")
+            if conf.get(key, value) != value:
+                raise ConfigError(f"model.projector: {key} given twice ({value} at the top level, the "
+                                  f"older form, and {conf[key]} under conf); give it once, under conf")
+            conf[key] = value
+            setattr(self, key, None)
+        self.conf = resolve_projector_conf(self.kind, conf)
 
 
 @dataclass

@@ -2,6 +2,7 @@
 the prep CLIs derive from it; a corpus registered outside zlora/ (docs/extending.md's toy example)
 works through prepare, a plan, prep_check's source check and prep_corpus."""
 import dataclasses
+import importlib.util
 import inspect
 import sys
 import types
@@ -28,13 +29,21 @@ def doc_example(heading: str) -> str:
     return section.split("```python\n", 1)[1].split("\n```", 1)[0]
 
 
+def import_file(path: Path, monkeypatch) -> types.ModuleType:
+    """Import ``path`` as a module (registered in sys.modules for the test only)."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    mod = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, path.stem, mod)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 @pytest.fixture
-def toy(monkeypatch):
-    """The toy corpus of docs/extending.md, registered from the doc's code (no file under zlora/)."""
-    mod = types.ModuleType("zlora_doc_toy_corpus")
-    monkeypatch.setitem(sys.modules, mod.__name__, mod)
-    exec(compile(doc_example("## Adding a corpus"), "docs/extending.md", "exec"), mod.__dict__)
-    yield mod
+def toy(monkeypatch, tmp_path):
+    """The toy corpus of docs/extending.md: the doc's code as a module outside zlora/, imported."""
+    src = tmp_path / "zlora_doc_toy_corpus.py"
+    src.write_text(doc_example("## Adding a corpus"), encoding="utf-8")
+    yield import_file(src, monkeypatch)
     CORPORA.unregister("toy")
 
 
