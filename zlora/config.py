@@ -106,6 +106,9 @@ def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
     """Build dataclass ``cls`` from ``data``; unknown/missing keys and wrong types raise ConfigError."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    migrate = getattr(cls, "migrate_config", None)
+    if migrate is not None:      # a class that renamed keys maps old spellings itself
+        data = migrate(data, where)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))

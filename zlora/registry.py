@@ -31,6 +31,10 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._items)
 
+    def items(self) -> list[tuple[str, T]]:
+        """(name, entry) in registration order."""
+        return list(self._items.items())
+
     def __contains__(self, name: str) -> bool:
         return name in self._items
 

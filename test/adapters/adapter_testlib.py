@@ -6,10 +6,10 @@ import copy
 import torch
 from torch import nn
 
-from zlora.adapters import KINDS, AdapterConfig, apply_adapters, named_adapter_layers
+from zlora.adapters import KINDS, AdapterConfig, apply_adapters, kinds, named_adapter_layers
 
 LANGS = ["en", "fr", "ja"]
-MERGEABLE = [k for k in KINDS if k != "flylora"]
+MERGEABLE = list(kinds(compared=True, mergeable=True))
 
 
 def tiny_mlp(seed: int = 0, d_in: int = 8, hidden: int = 16, d_out: int = 6) -> nn.Module:
@@ -26,7 +26,7 @@ def make_cfg(kind: str = "lora", **overrides) -> AdapterConfig:
     kw = dict(kind=kind, rank=4, alpha=8.0, languages=list(LANGS), lid_embeddings=lid_embeddings(),
               flylora_k=2)
     kw.update(overrides)
-    return AdapterConfig(**kw)
+    return AdapterConfig.make(**kw)
 
 
 def adapted(kind: str, seed: int = 0, **overrides) -> tuple[nn.Module, nn.Module]:

@@ -49,6 +49,6 @@ def test_zipper_needs_fewer_parameters_than_independent_at_whisper_shapes():
     counts = {}
     for kind in ("independent", "zipper-soft", "lora"):
         model = layer()
-        apply_adapters(model, AdapterConfig(kind=kind, rank=32, languages=langs, lid_embeddings=lid))
+        apply_adapters(model, AdapterConfig.make(kind=kind, rank=32, languages=langs, lid_embeddings=lid))
         counts[kind] = count_trainable_parameters(model)["adapter_total"]
     assert counts["lora"] < counts["zipper-soft"] < counts["independent"]

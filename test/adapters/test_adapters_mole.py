@@ -24,7 +24,7 @@ def _expert_files(sp, tmp_path):
     paths = []
     for i, _ in enumerate(LANGS):
         m = tiny_model(sp)
-        m.set_stage(2, AdapterConfig(kind="lora", rank=4, alpha=8.0, languages=list(LANGS),
+        m.set_stage(2, AdapterConfig.make(kind="lora", rank=4, alpha=8.0, languages=list(LANGS),
                                      target_modules=TARGET))
         g = torch.Generator().manual_seed(10 + i)
         with torch.no_grad():
@@ -38,7 +38,7 @@ def _expert_files(sp, tmp_path):
 
 def _mole_model(sp, paths):
     m = tiny_model(sp)
-    m.set_stage(2, AdapterConfig(kind="mole", rank=4, alpha=8.0, languages=list(LANGS),
+    m.set_stage(2, AdapterConfig.make(kind="mole", rank=4, alpha=8.0, languages=list(LANGS),
                                  target_modules=TARGET, mole_experts=paths,
                                  mole_fused=r"layers\.1\..*", mole_lid_hidden=8))
     return m
@@ -106,4 +106,4 @@ def test_mole_state_round_trips_through_trainable_state_dict(sp, tmp_path):
 
 def test_expert_count_must_match_languages():
     with pytest.raises(ValueError, match="one expert file per language"):
-        AdapterConfig(kind="mole", languages=["en", "fr"], mole_experts=["a"])
+        AdapterConfig.make(kind="mole", languages=["en", "fr"], mole_experts=["a"])

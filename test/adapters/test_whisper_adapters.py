@@ -23,7 +23,7 @@ def test_zipper_soft_on_whisper_encoder_routes_per_row():
     base = _encoder()
     model = copy.deepcopy(base)
     lid = {c: torch.randn(16) for c in LANGS}
-    cfg = AdapterConfig(kind="zipper-soft", rank=4, alpha=8, languages=LANGS, lid_embeddings=lid,
+    cfg = AdapterConfig.make(kind="zipper-soft", rank=4, alpha=8, languages=LANGS, lid_embeddings=lid,
                         target_modules=r"layers\.\d+\.(self_attn\.(q|k|v|out)_proj|fc1|fc2)")
     names = apply_adapters(model, cfg)
     assert len(names) == 12 and "layers.1.fc2" in names

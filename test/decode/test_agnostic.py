@@ -27,7 +27,7 @@ def _zipper(sp, kind="zipper-soft"):
     g = torch.Generator().manual_seed(3)
     lid = {c: torch.randn(6, generator=g) for c in LANGS}
     m = tiny_model(sp)
-    m.set_stage(2, AdapterConfig(kind=kind, rank=4, alpha=8.0, languages=list(LANGS),
+    m.set_stage(2, AdapterConfig.make(kind=kind, rank=4, alpha=8.0, languages=list(LANGS),
                                  target_modules=TARGET, lid_embeddings=lid))
     with torch.no_grad():
         for n, p in m.named_parameters():
@@ -74,7 +74,7 @@ def test_mole_oracle_known_and_classifier(sp, tmp_path):
     from zlora.adapters.mole import MoLELayer
 
     m = tiny_model(sp)
-    m.set_stage(2, AdapterConfig(kind="mole", rank=4, alpha=8.0, languages=list(LANGS),
+    m.set_stage(2, AdapterConfig.make(kind="mole", rank=4, alpha=8.0, languages=list(LANGS),
                                  target_modules=TARGET, mole_fused=r"layers\.1\..*", mole_lid_hidden=8))
     g = torch.Generator().manual_seed(4)
     with torch.no_grad():

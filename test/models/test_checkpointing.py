@@ -24,7 +24,7 @@ def adapted_model(sp_model, kind, chunked, checkpointed, tmp_path):
               lid_embeddings=LID, flylora_k=2)
     if kind == "mole":
         kw.update(mole_experts=expert_files(sp_model, tmp_path), mole_fused=r"layers\.1\..*", mole_lid_hidden=8)
-    model.set_stage(2, AdapterConfig(**kw))
+    model.set_stage(2, AdapterConfig.make(**kw))
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():          # non-zero B everywhere, so every adapter tensor gets a gradient
         for n, p in model.named_parameters():
@@ -41,7 +41,7 @@ def expert_files(sp_model, tmp_path):
     paths = []
     for i in range(len(LANGS)):
         m = tiny_model(sp_model, seed=i)
-        m.set_stage(2, AdapterConfig(kind="lora", rank=4, alpha=8.0, languages=list(LANGS), target_modules=TARGET))
+        m.set_stage(2, AdapterConfig.make(kind="lora", rank=4, alpha=8.0, languages=list(LANGS), target_modules=TARGET))
         with torch.no_grad():
             for n, p in m.encoder.named_parameters():
                 if "lora_" in n:
@@ -91,7 +91,7 @@ def test_plain_checkpointing_loses_the_language_context(make_model):
     """Why the routing restore exists: torch's non-reentrant checkpoint recomputes after the
     language context has closed."""
     model = make_model()
-    model.set_stage(2, AdapterConfig(kind="independent", rank=4, alpha=8.0, languages=list(LANGS)))
+    model.set_stage(2, AdapterConfig.make(kind="independent", rank=4, alpha=8.0, languages=list(LANGS)))
     layer = model.encoder.layers[1]
     x = torch.randn(2, 5, model.encoder.d_model, requires_grad=True)
     with language_context(model.encoder, ["en", "fr"]):

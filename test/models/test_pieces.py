@@ -61,7 +61,7 @@ def test_groups_cover_every_piece_once_and_reach_the_target():
 
 def adapted(make_model, kind="zipper-soft", seed=0, **encoder):
     model = make_model(seed=seed, encoder=encoder)
-    model.set_stage(2, AdapterConfig(kind=kind, rank=4, alpha=8.0, languages=list(LANGS),
+    model.set_stage(2, AdapterConfig.make(kind=kind, rank=4, alpha=8.0, languages=list(LANGS),
                                      lid_embeddings=LID, flylora_k=2,
                                      target_modules=r"layers\.(1|2)\.(self_attn\.(q_proj|v_proj)|fc1|fc2)"))
     g = torch.Generator().manual_seed(5)

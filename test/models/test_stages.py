@@ -53,7 +53,7 @@ def test_stage_1_options_frozen_encoder_trainable_llm_and_cached_layers(make_mod
 
 def test_stage_2_freezes_encoder_and_trains_only_adapters_projector_and_lora(make_model):
     model = make_model()
-    model.set_stage(2, AdapterConfig(kind="lora", rank=2, alpha=4, languages=LANGS))
+    model.set_stage(2, AdapterConfig.make(kind="lora", rank=2, alpha=4, languages=LANGS))
     c = counts(model)
     assert c["encoder"][0] == 0
     assert c["encoder adapters"] == (3 * ENC_LORA_PER_LAYER * 2, 0)
@@ -73,14 +73,14 @@ def test_stage_2_freezes_encoder_and_trains_only_adapters_projector_and_lora(mak
 
 def test_stage_2_target_regex_restricts_layers_and_cached_layers_are_protected(make_model):
     model = make_model()
-    model.set_stage(2, AdapterConfig(kind="lora", rank=2, languages=LANGS,
+    model.set_stage(2, AdapterConfig.make(kind="lora", rank=2, languages=LANGS,
                                      target_modules=top_layers_regex(2, 3)))
     assert counts(model)["encoder adapters"][0] == ENC_LORA_PER_LAYER * 2
     cached = make_model(encoder={"cached_layers": 2})
     with pytest.raises(ConfigError, match="layers 0..1 are cached"):
-        cached.set_stage(2, AdapterConfig(kind="lora", rank=2, languages=LANGS))
+        cached.set_stage(2, AdapterConfig.make(kind="lora", rank=2, languages=LANGS))
     with pytest.raises(ConfigError, match="must equal the model's languages"):
-        make_model().set_stage(2, AdapterConfig(kind="independent", rank=2, languages=["fr", "en", "de"]))
+        make_model().set_stage(2, AdapterConfig.make(kind="independent", rank=2, languages=["fr", "en", "de"]))
     with pytest.raises(ConfigError, match="needs an adapter config"):
         make_model().set_stage(2)
 
@@ -94,7 +94,7 @@ def _perturb_trainable(model, seed=0):
 
 
 def test_trainable_state_dict_round_trip_restores_outputs(make_model):
-    cfg = AdapterConfig(kind="flylora", rank=4, alpha=8, languages=LANGS, flylora_k=2)
+    cfg = AdapterConfig.make(kind="flylora", rank=4, alpha=8, languages=LANGS, flylora_k=2)
     a = make_model(seed=7)
     a.set_stage(2, cfg)
     _perturb_trainable(a)
@@ -102,7 +102,7 @@ def test_trainable_state_dict_round_trip_restores_outputs(make_model):
     buffers = set(sd) - {n for n, _ in a.named_parameters()}
     assert buffers, "FlyLoRA's frozen random A must be saved with the checkpoint"
     b = make_model(seed=7)
-    b.set_stage(2, AdapterConfig(kind="flylora", rank=4, alpha=8, languages=LANGS, flylora_k=2, seed=1))
+    b.set_stage(2, AdapterConfig.make(kind="flylora", rank=4, alpha=8, languages=LANGS, flylora_k=2, seed=1))
     batch = random_batch([60, 40, 50])
     a.eval(), b.eval()
     with torch.no_grad():
@@ -123,7 +123,7 @@ def test_stage_1_weights_initialise_stage_2(make_model):
     s2 = make_model(seed=9)
     s2.set_stage(1)
     s2.load_trainable_state_dict(sd1)
-    s2.set_stage(2, AdapterConfig(kind="zipper-static", rank=4, languages=LANGS))
+    s2.set_stage(2, AdapterConfig.make(kind="zipper-static", rank=4, languages=LANGS))
     assert torch.equal(s2.encoder.layers[0].fc1.base_layer.weight, s1.encoder.layers[0].fc1.weight)
     with pytest.raises(ValueError, match="frozen in this stage"):
         s2.load_trainable_state_dict({**s2.trainable_state_dict(),
@@ -136,7 +136,7 @@ def test_stage_1_weights_initialise_stage_2(make_model):
 def test_mixed_language_batch_routes_encoder_adapters_per_row(make_model, chunked):
     """Each row (and, chunked, each chunk) uses its own language's adapter."""
     model = make_model(encoder={"chunked": chunked, "decode_chunk_seconds": 0.4})
-    model.set_stage(2, AdapterConfig(kind="independent", rank=2, languages=LANGS))
+    model.set_stage(2, AdapterConfig.make(kind="independent", rank=2, languages=LANGS))
     _perturb_trainable(model)
     model.eval()
     batch = random_batch([90, 41, 130], langs=[2, 0, 1])
@@ -155,7 +155,7 @@ def test_language_free_adapter_kind_gets_the_model_languages(make_model):
     from zlora.adapters import get_adapter_config, merge_for_language
 
     model = make_model()
-    model.set_stage(2, AdapterConfig(kind="lora", rank=2))
+    model.set_stage(2, AdapterConfig.make(kind="lora", rank=2))
     assert get_adapter_config(model.encoder).languages == LANGS
     _perturb_trainable(model)
     model.eval()
@@ -175,7 +175,7 @@ def test_whole_llm_from_stage_1_loads_under_stage_2_llm_lora(make_model):
     s2 = make_model(seed=2, llm={"trainable": False}, llm_lora={"enabled": True})
     s2.set_stage(1)
     s2.load_trainable_state_dict(sd, strict=False)
-    s2.set_stage(2, AdapterConfig(kind="lora", rank=2, alpha=4.0))
+    s2.set_stage(2, AdapterConfig.make(kind="lora", rank=2, alpha=4.0))
     batch = random_batch([40, 33], seed=3)
     s1.eval(), s2.eval()
     with torch.no_grad():                     # LoRA B starts at zero: same function as stage 1

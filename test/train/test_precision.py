@@ -47,7 +47,7 @@ def experts(sp, tmp_path_factory):
     paths = []
     for i in range(len(LANGS)):
         m = tiny_model(sp)
-        m.set_stage(2, AdapterConfig(kind="lora", rank=4, alpha=8.0, languages=list(LANGS), target_modules=TARGET))
+        m.set_stage(2, AdapterConfig.make(kind="lora", rank=4, alpha=8.0, languages=list(LANGS), target_modules=TARGET))
         g = torch.Generator().manual_seed(10 + i)
         with torch.no_grad():
             for n, p in m.encoder.named_parameters():
@@ -64,7 +64,7 @@ def adapter_cfg(kind: str, experts=None, **over) -> AdapterConfig:
     if kind == "mole":
         kw.update(mole_experts=experts, mole_fused=r"layers\.1\..*", mole_lid_hidden=8)
     kw.update(over)
-    return AdapterConfig(**kw)
+    return AdapterConfig.make(**kw)
 
 
 def stage2_model(sp, kind, chunked, experts=None, **over):

@@ -6,20 +6,9 @@ from typing import Callable, Optional
 
 from torch import nn
 
-from zlora.adapters.base import AdapterLayer
-from zlora.adapters.config import ROUTED_KINDS, AdapterConfig
-from zlora.adapters.registry import ADAPTER_KINDS
-
-
-def named_adapter_layers(model: nn.Module) -> list[tuple[str, AdapterLayer]]:
-    """(qualified name relative to ``model``, layer) for every adapter layer, in module order."""
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, AdapterLayer)]
-
-
-def get_adapter_config(model: nn.Module) -> Optional[AdapterConfig]:
-    """The AdapterConfig the model's adapters were built from, or None without adapters."""
-    layers = named_adapter_layers(model)
-    return layers[0][1].cfg if layers else None
+from zlora.adapters.base import AdapterLayer, get_adapter_config, named_adapter_layers  # noqa: F401
+from zlora.adapters.config import AdapterConfig
+from zlora.adapters.initial_b import apply_initial_b
 
 
 def _find_targets(model: nn.Module, cfg: AdapterConfig) -> list[tuple[str, nn.Linear]]:
@@ -56,12 +45,12 @@ def apply_adapters(model: nn.Module, cfg: AdapterConfig) -> list[str]:
     """
     if named_adapter_layers(model):
         raise ValueError("model already has adapters; apply_adapters once per model")
-    layer_cls = ADAPTER_KINDS.get(cfg.kind)
+    layer_cls = cfg.spec.layer
     shared_router = None
     names = []
     for name, linear in _find_targets(model, cfg):
         layer = layer_cls(linear, cfg, name, shared_router=shared_router)
-        if cfg.kind in ROUTED_KINDS and not cfg.router_per_layer and shared_router is None:
+        if cfg.spec.routed and not cfg.options.router_per_layer and shared_router is None:
             shared_router = layer.router      # owned (saved, counted) by the first layer only
         model.set_submodule(name, layer)
         names.append(name)
@@ -69,8 +58,6 @@ def apply_adapters(model: nn.Module, cfg: AdapterConfig) -> list[str]:
     if post_apply is not None:          # kinds that need model-level wiring (mole's LID hook)
         post_apply(model, cfg, names)
     if cfg.init_b_from or cfg.init_router_from:
-        from zlora.adapters.initial_b import apply_initial_b
-
         apply_initial_b(model, cfg)
     return names
 

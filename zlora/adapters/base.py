@@ -59,6 +59,15 @@ def lora_a_init_(param: torch.Tensor, gen: torch.Generator) -> None:
         param.copy_(values)
 
 
+def copy_checked(dst: torch.Tensor, src: torch.Tensor, what: str, path: str) -> None:
+    """dst <- src (no grad); a shape mismatch is a ValueError naming ``what`` and the file."""
+    if tuple(dst.shape) != tuple(src.shape):
+        raise ValueError(f"{path}: {what} has shape {tuple(src.shape)}, the model expects "
+                         f"{tuple(dst.shape)}")
+    with torch.no_grad():
+        dst.copy_(src)
+
+
 def gather_rows(bank: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """bank: (L, k, d), rows: (B,) -> (B, k, d) = bank[rows].
 
@@ -66,6 +75,17 @@ def gather_rows(bank: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     tensor (whole contiguous rows are copied at once), and its backward is one index_add.
     """
     return bank.reshape(bank.shape[0], -1).index_select(0, rows).view(rows.numel(), *bank.shape[1:])
+
+
+def named_adapter_layers(model: nn.Module) -> list[tuple[str, "AdapterLayer"]]:
+    """(qualified name relative to ``model``, layer) for every adapter layer, in module order."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, AdapterLayer)]
+
+
+def get_adapter_config(model: nn.Module) -> Optional[AdapterConfig]:
+    """The AdapterConfig the model's adapters were built from, or None without adapters."""
+    layers = named_adapter_layers(model)
+    return layers[0][1].cfg if layers else None
 
 
 class AdapterLayer(nn.Module):
@@ -86,6 +106,7 @@ class AdapterLayer(nn.Module):
     """
 
     kind: ClassVar[str] = ""
+    is_adapter_layer: ClassVar[bool] = True   # duck-typed by zlora.adapters.context / checkpointing
     shared_down: ClassVar[bool] = True   # A does not depend on the language
     shared_up: ClassVar[bool] = True     # B does not depend on the language
     mergeable: ClassVar[bool] = True     # dW(l) is input-independent

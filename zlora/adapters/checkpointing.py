@@ -65,10 +65,8 @@ def _checkpointed_forward(block: nn.Module, *args, **kwargs):
 
 def _routing_snapshot(block: nn.Module) -> list[tuple]:
     """(adapter layer, language batch, posterior) of every adapter layer in ``block`` now."""
-    from zlora.adapters.base import AdapterLayer     # base imports this module (is_recomputing)
-
     return [(m, m._language_batch, m.__dict__.get("_posterior"))
-            for m in block.modules() if isinstance(m, AdapterLayer)]
+            for m in block.modules() if getattr(m, "is_adapter_layer", False)]
 
 
 @contextlib.contextmanager

@@ -87,9 +87,8 @@ def to_language_batch(langs: Langs, languages: Sequence[str]) -> LanguageBatch:
 
 
 def _adapter_layers(model: nn.Module) -> list:
-    from zlora.adapters.base import AdapterLayer
-
-    return [m for m in model.modules() if isinstance(m, AdapterLayer)]
+    # Duck-typed (AdapterLayer.is_adapter_layer): base imports this module, not the reverse.
+    return [m for m in model.modules() if getattr(m, "is_adapter_layer", False)]
 
 
 @contextlib.contextmanager

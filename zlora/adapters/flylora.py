@@ -19,6 +19,8 @@ Follows the authors' code (gfyddha/FlyLoRA, see PEERS.md):
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -29,7 +31,8 @@ from zlora.adapters.base import AdapterLayer, layer_generator
 from zlora.adapters.checkpointing import is_recomputing
 from zlora.adapters.config import AdapterConfig
 from zlora.adapters.precision import keep_float32_buffers
-from zlora.adapters.registry import ADAPTER_KINDS
+from zlora.adapters.registry import register_kind
+from zlora.config import ConfigError
 
 
 def sparse_random_projection(rank: int, d_in: int, nonzeros: int, gen: torch.Generator) -> torch.Tensor:
@@ -39,7 +42,33 @@ def sparse_random_projection(rank: int, d_in: int, nonzeros: int, gen: torch.Gen
     return torch.zeros(rank, d_in).scatter_(1, cols, values)
 
 
-@ADAPTER_KINDS.register("flylora")
+@dataclass
+class FlyLoRAOptions:
+    """``adapter.conf`` of flylora (Eq. 9); defaults follow the FlyLoRA authors' code."""
+    k: int = 8                          # ranks active per token (top-k)
+    sparsity: Optional[float] = None    # rho = nonzeros per A row / d_in; None = k / r
+    nonzeros: Optional[int] = None      # overrides sparsity when set
+    bias_lr: float = 1e-3               # u in d += u * sign(mean(c) - c)
+
+    def check(self, cfg) -> None:
+        if not 1 <= self.k <= cfg.rank:
+            raise ConfigError(f"adapter.conf.k must be in [1, rank={cfg.rank}], got {self.k}")
+        if self.sparsity is not None and not 0.0 < self.sparsity <= 1.0:
+            raise ConfigError(f"adapter.conf.sparsity must be in (0, 1], got {self.sparsity}")
+        if self.nonzeros is not None and self.nonzeros < 1:
+            raise ConfigError(f"adapter.conf.nonzeros must be >= 1, got {self.nonzeros}")
+
+    def nonzeros_for(self, d_in: int, rank: int) -> int:
+        """Non-zeros per row of the sparse A: p = rho * d_in (authors' default rho = k / r)."""
+        if self.nonzeros is not None:
+            return min(self.nonzeros, d_in)
+        rho = self.sparsity if self.sparsity is not None else self.k / rank
+        return max(1, min(d_in, int(math.floor(d_in * rho))))
+
+
+@register_kind(display="FlyLoRA", options=FlyLoRAOptions, language_free=True, mergeable=False,
+               legacy={"flylora_k": "k", "flylora_sparsity": "sparsity", "flylora_nonzeros": "nonzeros",
+                       "flylora_bias_lr": "bias_lr"})
 @keep_float32_buffers("expert_bias")
 class FlyLoRALayer(AdapterLayer):
     """lora_A: (r, d_in) frozen buffer; lora_B: (d_out, r) zeros; expert_bias d: (r,) float32
@@ -50,9 +79,9 @@ class FlyLoRALayer(AdapterLayer):
 
     def __init__(self, base_layer: nn.Linear, cfg: AdapterConfig, name: str, **_: object):
         super().__init__(base_layer, cfg, name)
-        self.top_k = cfg.flylora_k
-        self.bias_lr = cfg.flylora_bias_lr
-        self.nonzeros = cfg.flylora_nonzeros_for(self.in_features)
+        self.top_k = cfg.options.k
+        self.bias_lr = cfg.options.bias_lr
+        self.nonzeros = cfg.options.nonzeros_for(self.in_features, cfg.rank)
         fac = self._factory()
         if fac["device"].type == "meta":
             a = torch.zeros(self.rank, self.in_features, **fac)

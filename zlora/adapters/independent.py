@@ -6,12 +6,17 @@ from typing import Optional
 import torch
 from torch import nn
 
-from zlora.adapters.base import AdapterLayer, layer_generator, lora_a_init_
+from zlora.adapters.base import AdapterLayer, copy_checked, layer_generator, lora_a_init_
 from zlora.adapters.config import AdapterConfig
-from zlora.adapters.registry import ADAPTER_KINDS
+from zlora.adapters.registry import register_kind
 
 
-@ADAPTER_KINDS.register("independent")
+def initial_b(layer: "IndependentLayer", shared: torch.Tensor, spec: torch.Tensor, name: str, path: str) -> None:
+    """Initial-B: lora_B(l) <- the source's B_spec(l)."""
+    copy_checked(layer.lora_B, spec, f"{name}.B_spec", path)
+
+
+@register_kind(display="Independent-LoRA", initial_b=initial_b)
 class IndependentLayer(AdapterLayer):
     """lora_A: (L, r, d_in), each language LoRA-initialised; lora_B: (L, r, d_out), zeros.
 

@@ -2,13 +2,9 @@
 
 ``init_b_from`` names an adapter file of a converged zipper-soft (or zipper-hard: same banks)
 run. For every wrapped layer we copy, matching languages by code (the source may list more
-languages, in any order):
-- zipper-soft / zipper-hard: B_shared and every B_spec(l), as the paper does;
-- zipper-static (r_s shared + r_p specific): B_shared <- the source's first r_s rank columns of
-  B_shared, and B_spec(l) <- the source's last r_p rank columns of B_spec(l). Columns keep their
-  rank index, so column i still multiplies row i of A, the row it was trained with (when A is
-  copied too, see below);
-- lora: lora_B <- source B_shared; independent: lora_B(l) <- source B_spec(l).
+languages, in any order), what the kind's ``KindSpec.initial_b`` says (zipper-soft/-hard: B_shared
+and every B_spec(l), as the paper does; zipper-static: the matching rank columns; lora: B_shared;
+independent: B_spec(l); see each kind's module).
 The paper reuses B only; A keeps its fresh LoRA init unless ``init_a_from_b_file`` is true (then
 the shared A is copied too, and for ``independent`` every language gets that A). The model then no
 longer starts as the base model -- that is the point of the warm start.
@@ -20,11 +16,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from zlora.adapters.apply import named_adapter_layers
-from zlora.adapters.config import ROUTED_KINDS, AdapterConfig
+from zlora.adapters.base import copy_checked, named_adapter_layers
+from zlora.adapters.config import AdapterConfig
 from zlora.adapters.io import read_adapter_file
+from zlora.adapters.registry import kinds
 
-SOURCE_KINDS = ("zipper-soft", "zipper-hard")
 ROUTER_KEYS = ("router.norm.weight", "router.norm.bias", "router.proj.weight", "router.proj.bias")
 
 
@@ -38,43 +34,19 @@ def _source_key(tensors: dict, layer_name: str, leaf: str, path: str) -> str:
     return hits[0]
 
 
-def _copy(dst: torch.Tensor, src: torch.Tensor, what: str, path: str) -> None:
-    if tuple(dst.shape) != tuple(src.shape):
-        raise ValueError(f"{path}: {what} has shape {tuple(src.shape)}, the model expects "
-                         f"{tuple(dst.shape)}")
-    with torch.no_grad():
-        dst.copy_(src)
-
-
-def _load_banks(layer: nn.Module, shared: torch.Tensor, spec: torch.Tensor, name: str, path: str) -> None:
-    """shared: (r, d_out); spec: (L, r, d_out) (rank-major) in this config's language order."""
-    kind = layer.kind
-    if kind in ("zipper-soft", "zipper-hard"):
-        _copy(layer.B_shared, shared, f"{name}.B_shared", path)
-        _copy(layer.B_spec, spec, f"{name}.B_spec", path)
-    elif kind == "zipper-static":
-        r_s = layer.shared_rank
-        _copy(layer.B_shared, shared[:r_s], f"{name}.B_shared[:{r_s}]", path)
-        _copy(layer.B_spec, spec[:, r_s:], f"{name}.B_spec[:, {r_s}:]", path)
-    elif kind == "lora":
-        _copy(layer.lora_B, shared.t(), f"{name}.B_shared", path)      # PEFT layout (d_out, r)
-    elif kind == "independent":
-        _copy(layer.lora_B, spec, f"{name}.B_spec", path)
-    else:
-        raise ValueError(f"init_b_from is not supported for {kind}")
-
-
 def _load_shared_a(layer: nn.Module, a: torch.Tensor, name: str, path: str) -> None:
     target = layer.lora_A
     if target.dim() == 3:                       # independent: every language starts from A
         a = a.unsqueeze(0).expand_as(target) if tuple(a.shape) == tuple(target.shape[1:]) else a
-    _copy(target, a, f"{name}.lora_A", path)
+    copy_checked(target, a, f"{name}.lora_A", path)
 
 
 def _read_source(path: str, cfg: AdapterConfig) -> tuple[dict, dict]:
+    """A converged routed (Zipper) adapter file: (tensors, its config dict)."""
     tensors, src_cfg = read_adapter_file(path)
-    if src_cfg.get("kind") not in SOURCE_KINDS:
-        raise ValueError(f"{path}: Initial-B needs a {' or '.join(SOURCE_KINDS)} adapter file, "
+    sources = kinds(routed=True)
+    if src_cfg.get("kind") not in sources:
+        raise ValueError(f"{path}: Initial-B needs a {' or '.join(sources)} adapter file, "
                          f"this one is {src_cfg.get('kind')!r}")
     if src_cfg.get("rank") != cfg.rank:
         raise ValueError(f"{path}: adapter rank differs: the file has {src_cfg.get('rank')!r}, "
@@ -90,25 +62,27 @@ def _init_b(model: nn.Module, cfg: AdapterConfig, path: str) -> None:
         raise ValueError(f"{path}: no B_spec for language(s) {', '.join(missing)} "
                          f"(the file has {', '.join(src_langs)})")
     order = torch.tensor([src_langs.index(c) for c in cfg.languages], dtype=torch.long)
+    load = cfg.spec.initial_b
     for name, layer in named_adapter_layers(model):
         shared = tensors[_source_key(tensors, name, "B_shared", path)]
         spec = tensors[_source_key(tensors, name, "B_spec", path)].index_select(0, order)
-        _load_banks(layer, shared, spec, name, path)
+        load(layer, shared, spec, name, path)          # the kind's own rule (KindSpec.initial_b)
         if cfg.init_a_from_b_file:
             _load_shared_a(layer, tensors[_source_key(tensors, name, "lora_A", path)], name, path)
 
 
 def _init_router(model: nn.Module, cfg: AdapterConfig, path: str) -> None:
     tensors, src_cfg = _read_source(path, cfg)
-    if bool(src_cfg.get("router_per_layer")) != cfg.router_per_layer:
-        raise ValueError(f"{path}: adapter router_per_layer differs: the file has "
-                         f"{src_cfg.get('router_per_layer')!r}, the model has {cfg.router_per_layer}")
+    src_shared = bool(src_cfg.get("conf", {}).get("router_per_layer", True))
+    if src_shared != cfg.options.router_per_layer:
+        raise ValueError(f"{path}: adapter router_per_layer differs: the file has {src_shared!r}, "
+                         f"the model has {cfg.options.router_per_layer}")
     for name, layer in named_adapter_layers(model):
         if "router" not in layer._modules:      # a shared router is owned by the first layer
             continue
         params = dict(layer.named_parameters())
         for leaf in ROUTER_KEYS:
-            _copy(params[leaf], tensors[_source_key(tensors, name, leaf, path)], f"{name}.{leaf}", path)
+            copy_checked(params[leaf], tensors[_source_key(tensors, name, leaf, path)], f"{name}.{leaf}", path)
 
 
 def apply_initial_b(model: nn.Module, cfg: AdapterConfig) -> None:
@@ -116,6 +90,4 @@ def apply_initial_b(model: nn.Module, cfg: AdapterConfig) -> None:
     if cfg.init_b_from:
         _init_b(model, cfg, cfg.init_b_from)
     if cfg.init_router_from:
-        if cfg.kind not in ROUTED_KINDS:
-            raise ValueError(f"init_router_from needs a routed kind, not {cfg.kind!r}")
         _init_router(model, cfg, cfg.init_router_from)

@@ -8,6 +8,7 @@ as long as one prefix maps every key.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Any
@@ -15,13 +16,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from zlora.adapters.apply import get_adapter_config, named_adapter_layers
-from zlora.adapters.config import ROUTED_KINDS
+from zlora.adapters.base import get_adapter_config, named_adapter_layers
+from zlora.adapters.config import AdapterConfig
 
 FORMAT = "zlora-adapter"
 FORMAT_VERSION = "1"
-# Fields whose difference changes tensor shapes or meaning: checked when loading a file.
-STRUCTURAL_FIELDS = ("kind", "rank", "languages", "zipper_static_shared_rank", "router_per_layer")
+# Fields whose difference changes tensor shapes or meaning: checked when loading a file (plus
+# the kind's own KindSpec.structural options).
+STRUCTURAL_FIELDS = ("kind", "rank", "languages")
 
 
 def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -113,23 +115,33 @@ def read_adapter_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor],
         raise ValueError(f"{path}: not a readable safetensors file: {e}") from e
     if meta.get("format") != FORMAT or "adapter_config" not in meta:
         raise ValueError(f"{path}: not a zlora adapter file (metadata format={meta.get('format')!r})")
-    return load_file(path), json.loads(meta["adapter_config"])
+    # Files written before options moved under ``conf`` hold flat keys: read them in the new form.
+    return load_file(path), AdapterConfig.migrate_config(json.loads(meta["adapter_config"]), path)
 
 
 def check_compatible(file_cfg: dict, model_cfg: Any, path: str) -> None:
-    """Raise ValueError naming the first structural field that differs (kind, rank, languages...)."""
+    """Raise ValueError naming the first structural field that differs (kind, rank, languages,
+    then the kind's structural options, e.g. zipper-static's shared_rank)."""
     for name in STRUCTURAL_FIELDS:
         want, have = getattr(model_cfg, name), file_cfg.get(name)
-        if name == "zipper_static_shared_rank":
-            if model_cfg.kind != "zipper-static":
-                continue
-            want = model_cfg.static_shared_rank
-            have = have if have is not None else file_cfg.get("rank", 0) // 2
-        elif name == "router_per_layer" and model_cfg.kind not in ROUTED_KINDS:
-            continue
         if have != want:
             raise ValueError(f"{path}: adapter {name} differs: the file has {have!r}, "
                              f"the model has {want!r}")
+    file_opts = _file_options(file_cfg, path)
+    for name in model_cfg.spec.structural:
+        want, have = getattr(model_cfg.options, name), getattr(file_opts, name)
+        if have != want:
+            raise ValueError(f"{path}: adapter {name} differs: the file has {have!r}, "
+                             f"the model has {want!r}")
+
+
+def _file_options(file_cfg: dict, path: str):
+    """The typed options of an adapter file's config (defaults resolved as for a new config)."""
+    fields = {f.name for f in dataclasses.fields(AdapterConfig)}
+    try:
+        return AdapterConfig(**{k: v for k, v in file_cfg.items() if k in fields}).options
+    except ValueError as e:
+        raise ValueError(f"{path}: its adapter config is not valid here: {e}") from e
 
 
 def load_adapter_file(model: nn.Module, path: str | os.PathLike) -> dict:

@@ -6,12 +6,17 @@ from typing import Optional
 import torch
 from torch import nn
 
-from zlora.adapters.base import AdapterLayer, layer_generator, lora_a_init_
+from zlora.adapters.base import AdapterLayer, copy_checked, layer_generator, lora_a_init_
 from zlora.adapters.config import AdapterConfig
-from zlora.adapters.registry import ADAPTER_KINDS
+from zlora.adapters.registry import register_kind
 
 
-@ADAPTER_KINDS.register("lora")
+def initial_b(layer: "LoRALayer", shared: torch.Tensor, spec: torch.Tensor, name: str, path: str) -> None:
+    """Initial-B: lora_B <- the source's B_shared (PEFT layout (d_out, r))."""
+    copy_checked(layer.lora_B, shared.t(), f"{name}.B_shared", path)
+
+
+@register_kind(display="Vanilla-LoRA", language_free=True, initial_b=initial_b)
 class LoRALayer(AdapterLayer):
     """lora_A: (r, d_in), LoRA init; lora_B: (d_out, r), zeros (starts as the base model)."""
 

@@ -5,18 +5,18 @@ every wrapped layer as frozen stacked banks ``expert_A`` (L, r, d_in) and ``expe
 (rank-major, each expert's own alpha/r folded into its B, so the experts' outputs are reproduced
 exactly). Two layer roles:
 
-- fused (shallow) layers, names matching ``adapter.mole_fused``: the experts are combined with
+- fused (shallow) layers, names matching ``adapter.conf.fused``: the experts are combined with
   learnable per-layer weights w = softmax(fusion_logits) (L,), initialised uniform. The paper
   says the experts' "A and B are linearly combined"; combining A and B separately creates cross
   terms B_k A_l between independently trained experts whose subspaces do not match, so the default
-  ``mole_fusion: output`` combines the experts' outputs, dW = sum_l w_l s_l B_l A_l; ``weights``
+  ``fusion: output`` combines the experts' outputs, dW = sum_l w_l s_l B_l A_l; ``weights``
   is the literal reading, dW = (sum_l w_l s_l B_l)(sum_l w_l A_l). Softmax keeps the combination
   convex (our choice; the paper does not say how the weights are normalised).
 - routed (deep) layers, all other wrapped layers: row b uses expert l_b only (like `independent`).
 
 Routing (no language needed at inference). An MLP LID classifier (Linear-ReLU-Linear, owned by the
 first MoLE layer so it is saved, counted and optimised once) reads the output of the module
-``mole_lid_tap`` (default: the encoder layer holding the last fused linear, e.g. ``layers.4``),
+``conf.lid_tap`` (default: the encoder layer holding the last fused linear, e.g. ``layers.4``),
 mean-pooled over valid frames. It obtains it through a forward hook that ``post_apply`` registers
 on that module; valid frames come from the layer's attention-mask argument (Whisper layers are
 called as ``layer(x, mask)``; no mask = no padding). The decision reaches the deeper layers in the
@@ -30,7 +30,8 @@ come before every routed layer (checked at the first forward).
 from __future__ import annotations
 
 import re
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +40,24 @@ from torch import nn
 from zlora.adapters.base import AdapterLayer, layer_generator, lora_a_init_
 from zlora.adapters.config import AdapterConfig
 from zlora.adapters.context import LanguageBatch
-from zlora.adapters.registry import ADAPTER_KINDS
+from zlora.adapters.registry import register_kind
+from zlora.config import ConfigError
+
+
+@dataclass
+class MoLEOptions:
+    """``adapter.conf`` of mole (see the module docstring)."""
+    experts: list[str] = field(default_factory=list)   # one `lora` adapter file per language, same order
+    fused: str = ""                                     # regex: wrapped layers whose experts are fused
+    fusion: Literal["output", "weights"] = "output"
+    lid_tap: Optional[str] = None                       # module whose output feeds the LID MLP
+    lid_hidden: int = 256
+    lid_loss_weight: float = 1.0
+
+    def check(self, cfg) -> None:
+        if self.experts and len(self.experts) != len(cfg.languages):
+            raise ConfigError(f"adapter.conf.experts has {len(self.experts)} files but languages has "
+                              f"{len(cfg.languages)}: give one expert file per language, same order")
 
 
 class MoLEState:
@@ -111,7 +129,10 @@ class LIDClassifier(nn.Module):
             return F.linear(h, last.weight.float(), last.bias.float())
 
 
-@ADAPTER_KINDS.register("mole")
+@register_kind(display="LoRA-MoLE", options=MoLEOptions, mergeable=False, compared=False,
+               legacy={"mole_experts": "experts", "mole_fused": "fused", "mole_fusion": "fusion",
+                       "mole_lid_tap": "lid_tap", "mole_lid_hidden": "lid_hidden",
+                       "mole_lid_loss_weight": "lid_loss_weight"})
 class MoLELayer(AdapterLayer):
     """expert_A: (L, r, d_in) and expert_B: (L, r, d_out) frozen buffers; fused layers also own
     fusion_logits: (L,) trainable."""
@@ -127,7 +148,7 @@ class MoLELayer(AdapterLayer):
         self.register_buffer("expert_A", torch.zeros(self.n_languages, self.rank, self.in_features, **f))
         self.register_buffer("expert_B", torch.zeros(self.n_languages, self.rank, self.out_features, **f))
         lora_a_init_(self.expert_A, layer_generator(cfg, name))
-        self.fused = bool(cfg.mole_fused) and re.fullmatch(cfg.mole_fused, name) is not None
+        self.fused = bool(cfg.options.fused) and re.fullmatch(cfg.options.fused, name) is not None
         if self.fused:
             self.fusion_logits = nn.Parameter(torch.zeros(self.n_languages, **f))
         self.__dict__["state"] = None          # set by post_apply (shared, not a submodule)
@@ -137,16 +158,16 @@ class MoLELayer(AdapterLayer):
     def post_apply(model: nn.Module, cfg: AdapterConfig, names: list[str]) -> None:
         """Load the experts, build the shared state and the LID classifier, hook the tap module."""
         layers = [model.get_submodule(n) for n in names]
-        if cfg.mole_experts:
+        if cfg.options.experts:
             load_experts(layers, cfg)
         state = MoLEState(len(cfg.languages))
         for layer in layers:
             layer.__dict__["state"] = state
-        tap_name = cfg.mole_lid_tap or default_tap(names, cfg)
+        tap_name = cfg.options.lid_tap or default_tap(names, cfg)
         tap = model.get_submodule(tap_name)
         d_in = _tap_width(model, tap_name, names)
         owner = layers[0]
-        owner.lid_classifier = LIDClassifier(d_in, cfg.mole_lid_hidden, len(cfg.languages),
+        owner.lid_classifier = LIDClassifier(d_in, cfg.options.lid_hidden, len(cfg.languages),
                                              layer_generator(cfg, "mole.lid"), **owner._factory())
         owner.__dict__["tap_name"] = tap_name
         tap.register_forward_hook(lambda m, args, out: _on_tap(owner, state, args, out, model))
@@ -173,7 +194,7 @@ class MoLELayer(AdapterLayer):
         xd = self.dropout(x2).to(self.expert_A.dtype)
         w = self.fusion_weights().to(self.expert_A.dtype)
         n, r = self.n_languages, self.rank
-        if self.cfg.mole_fusion == "weights":
+        if self.cfg.options.fusion == "weights":
             a = torch.einsum("l,lrd->rd", w, self.expert_A)
             bt = torch.einsum("l,lrd->rd", w, self.expert_B)
             y = y.addmm_(F.linear(xd, a).to(y.dtype), bt.to(y.dtype))
@@ -189,7 +210,7 @@ class MoLELayer(AdapterLayer):
             if state.pred is None or state.pred.size != x.shape[0]:
                 raise RuntimeError(
                     f"MoLE layer {self.adapter_name!r} needs the LID classifier's decision, but the tap "
-                    f"module did not run before it in this forward (mole_lid_tap must precede every "
+                    f"module did not run before it in this forward (conf.lid_tap must precede every "
                     f"routed layer)")
             return state.pred
         batch = self._batch_for(x)
@@ -254,15 +275,15 @@ def _valid_frames(mask: Optional[torch.Tensor], h: torch.Tensor) -> torch.Tensor
 def default_tap(names: list[str], cfg: AdapterConfig) -> str:
     """The block (``...layers.K``) holding the last fused linear; without fused layers, the block
     before the first routed one."""
-    fused = [n for n in names if cfg.mole_fused and re.fullmatch(cfg.mole_fused, n)]
+    fused = [n for n in names if cfg.options.fused and re.fullmatch(cfg.options.fused, n)]
     ref = fused[-1] if fused else names[0]
     m = re.match(r"(.*layers\.)(\d+)\.", ref)
     if m is None:
-        raise ValueError(f"mole: cannot infer the LID tap from {ref!r}; set adapter.mole_lid_tap")
+        raise ValueError(f"mole: cannot infer the LID tap from {ref!r}; set adapter.conf.lid_tap")
     k = int(m.group(2)) if fused else int(m.group(2)) - 1
     if k < 0:
         raise ValueError("mole: no fused layers and the first routed layer is layer 0: the LID "
-                         "classifier has nothing to read; set adapter.mole_fused or mole_lid_tap")
+                         "classifier has nothing to read; set adapter.conf.fused or conf.lid_tap")
     return f"{m.group(1)}{k}"
 
 
@@ -277,10 +298,10 @@ def _tap_width(model: nn.Module, tap_name: str, names: list[str]) -> int:
 
 
 def load_experts(layers: list[MoLELayer], cfg: AdapterConfig) -> None:
-    """Copy every language's `lora` expert file (cfg.mole_experts[l]) into the stacked banks."""
+    """Copy every language's `lora` expert file (cfg.options.experts[l]) into the stacked banks."""
     from zlora.adapters.io import read_adapter_file
 
-    for li, path in enumerate(cfg.mole_experts):
+    for li, path in enumerate(cfg.options.experts):
         tensors, fcfg = read_adapter_file(path)
         if fcfg.get("kind") != "lora" or fcfg.get("rank") != cfg.rank:
             raise ValueError(f"{path}: a MoLE expert must be a `lora` adapter of rank {cfg.rank}; "

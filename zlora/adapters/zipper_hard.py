@@ -9,10 +9,25 @@ B_merged(l) = B_shared diag(1 - s) + B_spec(l) diag(s) -- Soft with p replaced b
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from zlora.adapters.registry import ADAPTER_KINDS
-from zlora.adapters.zipper_soft import ZipperSoftLayer
+from zlora.adapters.registry import register_kind
+from zlora.adapters.router import ROUTER_LEGACY, RouterOptions
+from zlora.adapters.zipper_soft import ZipperSoftLayer, initial_b
+from zlora.config import ConfigError
+
+
+@dataclass
+class ZipperHardOptions(RouterOptions):
+    """``adapter.conf`` of zipper-hard: the router's options and the threshold tau of Eq. 12."""
+    tau: float = 0.5
+
+    def check(self, cfg) -> None:
+        super().check(cfg)
+        if not 0.0 < self.tau < 1.0:
+            raise ConfigError(f"adapter.conf.tau must be in (0, 1), got {self.tau}")
 
 
 class ThresholdSTE(torch.autograd.Function):
@@ -27,7 +42,8 @@ class ThresholdSTE(torch.autograd.Function):
         return grad, None
 
 
-@ADAPTER_KINDS.register("zipper-hard")
+@register_kind(display="Zipper-LoRA-Hard", options=ZipperHardOptions, routed=True, initial_b=initial_b,
+               structural=("router_per_layer",), legacy={**ROUTER_LEGACY, "tau": "tau"})
 class ZipperHardLayer(ZipperSoftLayer):
     """Same banks and router as zipper-soft; the mixing weights are binary (Eq. 13)."""
 
@@ -36,4 +52,4 @@ class ZipperHardLayer(ZipperSoftLayer):
     def gate(self, p: torch.Tensor) -> torch.Tensor:
         """Binary selection s = 1[p >= tau] of the float32 p (Eq. 12; also for a per-row
         posterior input); gradients reach the router through the STE."""
-        return ThresholdSTE.apply(p, self.cfg.tau)
+        return ThresholdSTE.apply(p, self.cfg.options.tau)

@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zlora.adapters.base import AdapterLayer, layer_generator, lora_a_init_
+from zlora.adapters.base import AdapterLayer, copy_checked, layer_generator, lora_a_init_
 from zlora.adapters.config import AdapterConfig, load_lid_embeddings
-from zlora.adapters.registry import ADAPTER_KINDS
-from zlora.adapters.router import LIDRouter
+from zlora.adapters.registry import register_kind
+from zlora.adapters.router import ROUTER_LEGACY, LIDRouter, RouterOptions
 
 
 def build_router(cfg: AdapterConfig, name: str, base_layer: nn.Linear) -> LIDRouter:
@@ -25,7 +25,14 @@ def build_router(cfg: AdapterConfig, name: str, base_layer: nn.Linear) -> LIDRou
                      device=w.device, dtype=w.dtype)
 
 
-@ADAPTER_KINDS.register("zipper-soft")
+def initial_b(layer: "ZipperSoftLayer", shared: torch.Tensor, spec: torch.Tensor, name: str, path: str) -> None:
+    """Initial-B (Sec. IV-F): B_shared and every B_spec(l), as the paper does."""
+    copy_checked(layer.B_shared, shared, f"{name}.B_shared", path)
+    copy_checked(layer.B_spec, spec, f"{name}.B_spec", path)
+
+
+@register_kind(display="Zipper-LoRA-Soft", options=RouterOptions, routed=True, initial_b=initial_b,
+               structural=("router_per_layer",), legacy=ROUTER_LEGACY)
 class ZipperSoftLayer(AdapterLayer):
     """lora_A: (r, d_in); B_shared: (r, d_out); B_spec: (L, r, d_out); router -> p: (L, r).
 

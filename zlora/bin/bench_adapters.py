@@ -80,7 +80,7 @@ def adapter_cfg(kind: str, shapes: Shapes, n_lang: int, seed: int = 0) -> Adapte
     langs = languages(n_lang)
     g = torch.Generator().manual_seed(seed)
     lid = {c: torch.randn(shapes.d_lid, generator=g) for c in langs}
-    return AdapterConfig(kind=kind, rank=shapes.rank, alpha=2.0 * shapes.rank, languages=langs,
+    return AdapterConfig.make(kind=kind, rank=shapes.rank, alpha=2.0 * shapes.rank, languages=langs,
                          lid_embeddings=lid, flylora_k=max(1, shapes.rank // 4))
 
 

@@ -102,7 +102,7 @@ def build(sp: str, stage: int, chunked: bool, ckpt: bool, enc_layers=None, llm_l
     if stage == 2:
         lid = {c: torch.randn(1280) for c in LANGS}
         model.set_stage(2, AdapterConfig(kind=STAGE2_KIND, rank=32, alpha=64.0, languages=LANGS,
-                                         lid_embeddings=lid))
+                                         conf={"lid_embeddings": lid}))
     return model
 
 

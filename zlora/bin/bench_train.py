@@ -40,9 +40,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from zlora.adapters import KINDS
 from zlora.utils.cli import run_main
 
-KINDS = ("lora", "independent", "flylora", "zipper-static", "zipper-hard", "zipper-soft")
 MINI12_LANGS = ["de", "es", "fr", "ru", "vi", "it", "en", "zh", "ar", "ja", "ko", "pt"]
 ENC_FRAMES_PER_S = 50          # cached encoder states: Whisper's 2x conv over 100 mel frames/s
 WHISPER_BASE = dict(d_model=512, encoder_layers=6, encoder_attention_heads=8, encoder_ffn_dim=2048,

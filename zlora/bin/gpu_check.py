@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
+from zlora.adapters.registry import kinds
 from zlora.utils.cli import run_main
 
 LANGS = ["en", "fr", "de"]
-KINDS = ("lora", "independent", "flylora", "zipper-static", "zipper-hard", "zipper-soft", "mole")
 TARGET = r"layers\.(1|2)\.(self_attn\.(q_proj|v_proj)|fc1|fc2)"
 TINY_WHISPER = dict(d_model=64, encoder_layers=3, encoder_attention_heads=2, encoder_ffn_dim=128,
                     num_mel_bins=80, max_source_positions=1500, dropout=0.0)
@@ -59,7 +59,7 @@ def expert_files(sp: str, tmp: Path) -> list[str]:
     paths = []
     for i in range(len(LANGS)):
         m = tiny_model(sp, False)
-        m.set_stage(2, AdapterConfig(kind="lora", rank=4, alpha=8.0, languages=LANGS, target_modules=TARGET))
+        m.set_stage(2, AdapterConfig.make(kind="lora", rank=4, alpha=8.0, languages=LANGS, target_modules=TARGET))
         with torch.no_grad():
             for n, p in m.encoder.named_parameters():
                 if "lora_" in n:
@@ -71,13 +71,12 @@ def expert_files(sp: str, tmp: Path) -> list[str]:
 
 def adapter_cfg(kind: str, experts: list[str]):
     from zlora.adapters import AdapterConfig
+    from zlora.adapters.registry import option_names
 
-    kw = dict(kind=kind, rank=4, alpha=8.0, languages=LANGS, target_modules=TARGET, flylora_k=2,
-              lid_embeddings={c: torch.randn(16, generator=torch.Generator().manual_seed(i))
-                              for i, c in enumerate(LANGS)})
-    if kind == "mole":
-        kw.update(mole_experts=experts, mole_fused=r"layers\.1\..*", mole_lid_hidden=8)
-    return AdapterConfig(**kw)
+    lid = {c: torch.randn(16, generator=torch.Generator().manual_seed(i)) for i, c in enumerate(LANGS)}
+    options = {"k": 2, "lid_embeddings": lid, "experts": experts, "fused": r"layers\.1\..*", "lid_hidden": 8}
+    conf = {k: v for k, v in options.items() if k in option_names(kind)}      # what this kind takes
+    return AdapterConfig(kind=kind, rank=4, alpha=8.0, languages=LANGS, target_modules=TARGET, conf=conf)
 
 
 def batch(chunked: bool, seed: int) -> dict:
@@ -141,7 +140,7 @@ def emit(row: dict, path: str | None) -> None:
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=2)
-    p.add_argument("--kinds", nargs="+", default=list(KINDS))
+    p.add_argument("--kinds", nargs="+", default=list(kinds()), help="adapter kinds (default: every registered one)")
     p.add_argument("--out", default=None, help="also append the JSON lines to this file")
     args = p.parse_args(argv)
     from zlora.train.distributed import cleanup, init_distributed

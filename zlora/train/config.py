@@ -14,7 +14,7 @@ Example (stage 2, Zipper-LoRA-Soft, paper §IV-F / §V-B; every key not shown ha
       kind: zipper-soft
       rank: 32
       alpha: 64
-      lid_embeddings: exp/lid.safetensors
+      conf: {lid_embeddings: exp/lid.safetensors}   # the kind's own options (zlora.adapters.registry)
       init_b_from: null               # Initial-B: EXP/final/adapter.safetensors of a zipper-soft run
     data:
       train: data/train               # Kaldi data dir (text, utt2lang, utt2spk; utt2dur optional)
@@ -259,9 +259,9 @@ def check_config(cfg: TrainConfig) -> None:
         if value is not None and not Path(value).is_file():
             raise ConfigError(f"adapter.{key}: {value} does not exist (Initial-B takes the "
                               "EXP/final/adapter.safetensors of a finished zipper-soft run)")
-    lid = getattr(cfg.adapter, "lid_embeddings", None)
+    lid = getattr(getattr(cfg.adapter, "options", None), "lid_embeddings", None)
     if isinstance(lid, str) and not Path(lid).is_file():
-        raise ConfigError(f"adapter.lid_embeddings: {lid} does not exist "
+        raise ConfigError(f"adapter.conf.lid_embeddings: {lid} does not exist "
                           "(python -m zlora.bin.extract_lid writes it)")
     for key in ("train", "train_feats", "valid", "valid_feats"):
         value = getattr(cfg.data, key)

@@ -246,8 +246,8 @@ def build_loss_extensions(cfg, model: nn.Module, device=None) -> list[LossExtens
     """Extensions for a TrainConfig: MoLE's LID loss and/or KD from experts."""
     exts: list[LossExtension] = []
     adapter = getattr(cfg, "adapter", None)
-    if adapter is not None and adapter.kind == "mole" and adapter.mole_lid_loss_weight > 0:
-        exts.append(MoLELIDExtension(model, adapter.mole_lid_loss_weight))
+    if adapter is not None and adapter.kind == "mole" and adapter.options.lid_loss_weight > 0:
+        exts.append(MoLELIDExtension(model, adapter.options.lid_loss_weight))
     dcfg = getattr(cfg, "distill", None)
     if dcfg is not None:
         dtype = next(model.parameters()).dtype

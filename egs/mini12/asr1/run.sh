@@ -277,7 +277,7 @@ if [ "$stage" -le 10 ] && [ "$stop_stage" -ge 10 ]; then
   done
   for m in mole kd kd_output; do  # §2.2 LoRA-MoLE; §2.3 LoRA-KD, layer-wise and output-only
     log "stage 10: $m"
-    if [ "$m" = mole ]; then lists=(--adapter.mole_experts "[$(csv "${banks[@]}")]")
+    if [ "$m" = mole ]; then lists=(--adapter.conf.experts "[$(csv "${banks[@]}")]")
     else lists=(--distill.experts "[$(csv "${experts[@]}")]"); fi
     python -m zlora.bin.train --config "conf/lre/$m.yaml" "${common[@]}" --exp_dir "exp/lre/$m" \
       "${lists[@]}" --resume true "${extra_train_opts[@]}"

@@ -114,7 +114,7 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
         init_b=(--adapter.init_b_from "exp/${variant}/stage2_${regime}_zipper-soft/final/adapter.safetensors")
       fi
       lid_opt=()
-      case "$method" in zipper-hard|zipper-soft*) lid_opt=(--adapter.lid_embeddings "$lid") ;; esac
+      case "$method" in zipper-hard|zipper-soft*) lid_opt=(--adapter.conf.lid_embeddings "$lid") ;; esac
       "${launcher[@]}" --rdzv_id "${rdzv_id}-${variant}-${regime}-${method}" \
         -m zlora.bin.train --config "conf/stage2/${method}_${regime}.yaml" \
         --exp_dir "exp/${variant}/stage2_${regime}_${method}" --init_from "exp/stage1_${regime}" \

@@ -101,7 +101,7 @@ def test_stage1_configs_build_and_train(standins):
 def test_stage2_configs_build_every_method(standins, tmp_path):
     from zlora.adapters import save_adapter_file
 
-    lid = ["--adapter.lid_embeddings", str(standins / "lid.safetensors")]
+    lid = ["--adapter.conf.lid_embeddings", str(standins / "lid.safetensors")]
     soft = build(load(RECIPE / "conf/stage2/zipper-soft_chunked.yaml", standins, *lid))
     with torch.no_grad():              # a "converged" run: non-zero B banks
         trained_b = {n: p.normal_() for n, p in soft.encoder.named_parameters() if n.endswith(("B_shared", "B_spec"))}
@@ -146,7 +146,7 @@ def test_paper_values_and_consistency():
             continue
         a = c["adapter"]
         assert (a["rank"], a["alpha"]) == (32, 64.0)
-        assert a.get("flylora_k", 8) == 8
+        assert a.get("conf", {}).get("k", 8) == 8
         assert c["languages"][:12] == TARGETS and c["stage"] == 2
         # all sections but the method's own match the stage-1 config of the regime
         same = copy.deepcopy(c)
@@ -225,8 +225,8 @@ def test_run_sh_sequences_the_stages(tmp_path):
     assert "|--model.encoder.whisper_dir|/m/whisper large|" in trains[0]     # one argument, spaces kept
     initb = [c for c in trains if "zipper-soft-initb_full" in c][0]
     assert "|--adapter.init_b_from|exp/lite_1h/stage2_full_zipper-soft/final/adapter.safetensors|" in initb
-    assert "|--init_from|exp/stage1_full|" in initb and "|--adapter.lid_embeddings|" in initb
-    assert "|--adapter.lid_embeddings|" not in [c for c in trains if "stage2/lora_chunked" in c][0]
+    assert "|--init_from|exp/stage1_full|" in initb and "|--adapter.conf.lid_embeddings|" in initb
+    assert "|--adapter.conf.lid_embeddings|" not in [c for c in trains if "stage2/lora_chunked" in c][0]
     # decoding: stage-1 models on the 2 source sets, stage-2 models on all 4; each is scored
     assert verbs.count("zlora.bin.decode") == 2 * 2 + 2 * len(METHODS) * 4 == verbs.count("zlora.bin.score")
     assert verbs.count("zlora.bin.report") == 2 and verbs.count("zlora.bin.plot") == 2 * 2 + 1
