@@ -117,6 +117,7 @@ def test_the_older_form_still_loads_and_builds_the_same_model(make_model):
     old = {"kind": "gated_conv", "downsample": 3, "hidden_size": None}   # an older EXP/config.yaml's
     cfg = from_dict(ProjectorConfig, old, "model.projector")
     assert cfg.conf == {"downsample": 3, "hidden_size": None}
+    assert to_dict(cfg) == {"kind": "gated_conv", "conf": {"downsample": 3, "hidden_size": None}}
     assert from_dict(ProjectorConfig, to_dict(cfg)) == cfg              # written back, read again
     assert from_dict(ProjectorConfig, {"downsample": 3, "conf": {"downsample": 3}}) == cfg
     with pytest.raises(ConfigError, match="downsample given twice"):
@@ -189,5 +190,5 @@ def test_a_projector_registered_outside_zlora_builds_and_trains(mean_pool, make_
     assert from_dict(ProjectorConfig, {"kind": "mean_pool"}).conf == {"stride": 4}
     with pytest.raises(ConfigError, match="'downsample' for projector mean_pool; its options: stride"):
         from_dict(ProjectorConfig, {"kind": "mean_pool", "conf": {"downsample": 4}})
-    with pytest.raises(ConfigError, match=r"model\.projector\.downsample: top-level options are gated_conv's"):
-        from_dict(ProjectorConfig, {"kind": "mean_pool", "downsample": 4})
+    with pytest.raises(ConfigError, match=r"model\.projector: top-level downsample is gated_conv's older form"):
+        from_dict(ProjectorConfig, {"kind": "mean_pool", "downsample": 4}, "model.projector")

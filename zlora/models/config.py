@@ -87,29 +87,34 @@ class ProjectorConfig:
     every value), e.g. ``{kind: gated_conv, conf: {downsample: 4, hidden_size: null}}``."""
     kind: str = "gated_conv"
     conf: dict = field(default_factory=dict)
-    # The older form, {kind: gated_conv, downsample: 4, hidden_size: null} (YAMLs, and the
-    # EXP/config.yaml of earlier runs, which stage 2 and decoding read back): gated_conv's options
-    # at the top level, taken as conf.<key> (null = not given) and written back as null.
-    downsample: int | None = None
-    hidden_size: int | None = None
 
     def __post_init__(self):
         from zlora.models.projector import resolve_projector_conf
 
-        conf = dict(self.conf)
-        for key in ("downsample", "hidden_size"):
-            value = getattr(self, key)
-            if value is None:
-                continue
-            if self.kind != "gated_conv":
-                raise ConfigError(f"model.projector.{key}: top-level options are gated_conv's older "
-                                  f"form; give projector {self.kind}'s under model.projector.conf")
+        self.conf = resolve_projector_conf(self.kind, self.conf)
+
+    @classmethod
+    def migrate_config(cls, data: dict, where: str = "model.projector") -> dict:
+        """The older form, ``{kind: gated_conv, downsample: 4, hidden_size: null}`` (recipe YAMLs,
+        and the EXP/config.yaml of earlier runs, which stage 2 and decoding read back): gated_conv's
+        options at the top level, moved into ``conf``."""
+        old = {k: data[k] for k in ("downsample", "hidden_size") if k in data}
+        if not old:
+            return data
+        kind = data.get("kind", "gated_conv")
+        if kind != "gated_conv":
+            raise ConfigError(f"{where}: top-level {', '.join(old)} is gated_conv's older form; give "
+                              f"projector {kind}'s options under {where}.conf")
+        conf = data.get("conf") or {}
+        if not isinstance(conf, dict):
+            return data                   # from_dict reports conf's type
+        conf = dict(conf)
+        for key, value in old.items():
             if conf.get(key, value) != value:
-                raise ConfigError(f"model.projector: {key} given twice ({value} at the top level, the "
-                                  f"older form, and {conf[key]} under conf); give it once, under conf")
+                raise ConfigError(f"{where}: {key} given twice ({value} at the top level, the older "
+                                  f"form, and {conf[key]} under conf); give it once, under conf")
             conf[key] = value
-            setattr(self, key, None)
-        self.conf = resolve_projector_conf(self.kind, conf)
+        return {**{k: v for k, v in data.items() if k not in old}, "conf": conf}
 
 
 @dataclass
