@@ -1,6 +1,7 @@
 """Gated conv projector (§V-B): output length formula, ragged tail, padding invariance."""
 import math
 
+import pytest
 import torch
 
 from zlora.models.projector import GatedConvProjector
@@ -88,3 +89,106 @@ def test_structure_follows_the_paper():
         y, _ = proj(x, torch.tensor([8]))
         # z = LayerNorm(0) = LayerNorm bias (0) -> output = out.bias
     torch.testing.assert_close(y[0], proj.out.bias.expand(2, 24), atol=1e-4, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# the projector registry: keyword options (model.projector.conf), the older form, a new projector
+
+def test_conf_is_checked_against_the_projectors_options():
+    from zlora.config import ConfigError, from_dict
+    from zlora.models import ProjectorConfig
+
+    cfg = from_dict(ProjectorConfig, {"kind": "gated_conv", "conf": {"downsample": 2}}, "model.projector")
+    assert cfg.conf == {"downsample": 2, "hidden_size": None}       # completed with the defaults
+    for conf, msg in [({"downsampel": 2}, r"model\.projector\.conf: unknown key\(s\) 'downsampel' for "
+                                          r"projector gated_conv; its options: downsample, hidden_size"),
+                      ({"downsample": "4"}, r"model\.projector\.conf\.downsample: expected an integer"),
+                      ({"downsample": 0}, r"model\.projector\.conf\.downsample: must be >= 1, got 0")]:
+        with pytest.raises(ConfigError, match=msg):
+            from_dict(ProjectorConfig, {"conf": conf}, "model.projector")
+    with pytest.raises(ConfigError, match=r"model\.projector\.kind: unknown projector 'gated'; known: gated_conv"):
+        from_dict(ProjectorConfig, {"kind": "gated"}, "model.projector")
+
+
+def test_the_older_form_still_loads_and_builds_the_same_model(make_model):
+    from zlora.config import ConfigError, from_dict, to_dict
+    from zlora.models import ProjectorConfig
+
+    old = {"kind": "gated_conv", "downsample": 3, "hidden_size": None}   # an older EXP/config.yaml's
+    cfg = from_dict(ProjectorConfig, old, "model.projector")
+    assert cfg.conf == {"downsample": 3, "hidden_size": None}
+    assert to_dict(cfg) == {"kind": "gated_conv", "conf": {"downsample": 3, "hidden_size": None}}
+    assert from_dict(ProjectorConfig, to_dict(cfg)) == cfg              # written back, read again
+    assert from_dict(ProjectorConfig, {"downsample": 3, "conf": {"downsample": 3}}) == cfg
+    with pytest.raises(ConfigError, match="downsample given twice"):
+        from_dict(ProjectorConfig, {"downsample": 3, "conf": {"downsample": 4}})
+    a, b = make_model(projector={"kind": "gated_conv", "downsample": 3, "hidden_size": 20}), \
+        make_model(projector={"conf": {"downsample": 3, "hidden_size": 20}})
+    assert a.projector.k == 3 and a.projector.h == 20
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_every_projectors_options_are_its_constructor_keywords():
+    import dataclasses
+    import inspect
+
+    from zlora.models.registry import PROJECTORS
+
+    assert "gated_conv" in PROJECTORS.names()
+    for kind in PROJECTORS.names():
+        cls = PROJECTORS.get(kind)
+        params = list(inspect.signature(cls.__init__).parameters.values())[3:]     # after self, d_in, d_out
+        fields = [f for f in dataclasses.fields(cls.Options) if f.init]
+        assert {p.name: p.default for p in params} == {f.name: f.default for f in fields}, kind
+        assert all(p.kind == p.POSITIONAL_OR_KEYWORD or p.kind == p.KEYWORD_ONLY for p in params), kind
+
+
+def doc_example(heading: str) -> str:
+    """The first ```python block under ``heading`` in docs/extending.md."""
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parents[2] / "docs/extending.md"
+    section = doc.read_text(encoding="utf-8").split(f"\n{heading}\n", 1)[1]
+    return section.split("```python\n", 1)[1].split("\n```", 1)[0]
+
+
+@pytest.fixture
+def mean_pool(monkeypatch, tmp_path):
+    """docs/extending.md's projector: the doc's code as a module outside zlora/, imported."""
+    import importlib.util
+    import sys
+
+    from zlora.models.registry import PROJECTORS
+
+    src = tmp_path / "zlora_doc_mean_pool.py"
+    src.write_text(doc_example("## Adding a projector"), encoding="utf-8")
+    spec = importlib.util.spec_from_file_location(src.stem, src)
+    mod = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, src.stem, mod)
+    spec.loader.exec_module(mod)
+    yield mod
+    PROJECTORS.unregister("mean_pool")
+
+
+def test_a_projector_registered_outside_zlora_builds_and_trains(mean_pool, make_model):
+    from models_testlib import random_batch
+    from zlora.config import ConfigError, from_dict
+    from zlora.models import ProjectorConfig
+
+    model = make_model(projector={"kind": "mean_pool", "conf": {"stride": 3}})
+    assert isinstance(model.projector, mean_pool.MeanPoolProjector) and model.projector.k == 3
+    model.set_stage(1)
+    loss = model(random_batch([50, 37]))["loss"]
+    loss.backward()
+    assert torch.isfinite(loss) and model.projector.out.weight.grad.abs().sum() > 0
+    proj = mean_pool.MeanPoolProjector(16, 24, stride=4)              # padded rows equal rows alone
+    x, lens = torch.randn(2, 11, 16), torch.tensor([11, 6])
+    y, n = proj(x, lens)
+    assert n.tolist() == [3, 2]
+    torch.testing.assert_close(y[1, :2], proj(x[1:, :6], lens[1:])[0][0], atol=1e-6, rtol=1e-6)
+    assert from_dict(ProjectorConfig, {"kind": "mean_pool"}).conf == {"stride": 4}
+    with pytest.raises(ConfigError, match="'downsample' for projector mean_pool; its options: stride"):
+        from_dict(ProjectorConfig, {"kind": "mean_pool", "conf": {"downsample": 4}})
+    with pytest.raises(ConfigError, match=r"model\.projector: top-level downsample is gated_conv's older form"):
+        from_dict(ProjectorConfig, {"kind": "mean_pool", "downsample": 4}, "model.projector")

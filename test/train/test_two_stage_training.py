@@ -80,3 +80,22 @@ def test_a_rebuild_with_different_frozen_weights_is_refused(stages):
         load_model_for_inference(copy)
     model, _ = load_model_for_inference(stages["s1"])
     assert torch.equal(model.state_dict()["projector.out.weight"], final_weights(stages["s1"])["projector.out.weight"])
+
+
+def test_an_older_runs_config_with_top_level_projector_options_still_loads(stages):
+    """EXP/config.yaml written before model.projector.conf held gated_conv's options at the top
+    level; decoding and stage 2 (init_from) read it back with read_train_config."""
+    from zlora.config import to_dict
+    from zlora.train.checkpoint import read_train_config
+
+    copy = stages["tmp"] / "s1-older-projector-form"
+    shutil.copytree(stages["s1"], copy)
+    cfg_path = copy / "final" / "config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    assert cfg["model"]["projector"]["conf"] == {"downsample": 4, "hidden_size": None}
+    cfg["model"]["projector"] = {"kind": "gated_conv", "downsample": 4, "hidden_size": None}
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    assert to_dict(read_train_config(cfg_path)) == to_dict(read_train_config(stages["s1"] / "final" / "config.yaml"))
+    model, _ = load_model_for_inference(copy)
+    w1 = final_weights(stages["s1"])
+    assert model.projector.k == 4 and all(torch.equal(model.state_dict()[k], w1[k]) for k in w1)

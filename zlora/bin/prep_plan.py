@@ -1,21 +1,27 @@
-"""Build every data set of a data plan (paper Table I): convert, sample by hours or id list, combine.
+r"""Build every data set of a data plan (paper Table I): convert, sample by hours or id list, combine.
 
     python -m zlora.bin.prep_plan --config conf/data/lite_1h.yaml \
         --roots.mls /corpora/mls --roots.commonvoice /corpora/cv-corpus-18.0-2024-06-14 ...
 
-Plan format and semantics: zlora/data/prep/plan.py. Prints one line per set and language
-(utterances, hours). Sets already built from the same plan entry are skipped (``--force true``
-rebuilds them); converted corpus splits are reused when their prep.yaml matches.
+Plan format and semantics: zlora/data/prep/plan.py; ``--help`` lists the corpora a plan may use.
+Prints one line per set and language (utterances, hours). Sets already built from the same plan
+entry are skipped (``--force true`` rebuilds them); converted corpus splits are reused when their
+prep.yaml matches.
 """
 from __future__ import annotations
 
 from zlora.config import load_config, save_config
 from zlora.data.prep.plan import DataPlan, run_plan
+from zlora.data.prep.registry import roots_help
 from zlora.utils.cli import run_main
 from zlora.utils.log import setup_logging
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] in (["-h"], ["--help"]):
+        print(f"{__doc__}\nCorpus roots (registered corpora and the layout each root must hold):\n"
+              f"{roots_help()}")
+        return 0
     plan = load_config(DataPlan, argv)
     setup_logging()
     summary = run_plan(plan)

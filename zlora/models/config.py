@@ -81,14 +81,40 @@ def chunk_frames(seconds: float, where: str = "chunk_seconds") -> int:
 
 @dataclass
 class ProjectorConfig:
-    """Gated conv projector (§V-B): downsample x4, SiLU gate, Linear+residual+LayerNorm, Linear."""
+    """Modality projector: ``kind`` names a registered projector (zlora.models.registry.PROJECTORS;
+    the paper's is gated_conv, §V-B), ``conf`` its keyword options, checked against that
+    projector's ``Options`` dataclass and completed with its defaults (so a saved config states
+    every value), e.g. ``{kind: gated_conv, conf: {downsample: 4, hidden_size: null}}``."""
     kind: str = "gated_conv"
-    downsample: int = 4
-    hidden_size: int | None = None        # width of the gated branch; default: the LLM hidden size
+    conf: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.downsample < 1:
-            raise ConfigError(f"model.projector.downsample: must be >= 1, got {self.downsample}")
+        from zlora.models.projector import resolve_projector_conf
+
+        self.conf = resolve_projector_conf(self.kind, self.conf)
+
+    @classmethod
+    def migrate_config(cls, data: dict, where: str = "model.projector") -> dict:
+        """The older form, ``{kind: gated_conv, downsample: 4, hidden_size: null}`` (recipe YAMLs,
+        and the EXP/config.yaml of earlier runs, which stage 2 and decoding read back): gated_conv's
+        options at the top level, moved into ``conf``."""
+        old = {k: data[k] for k in ("downsample", "hidden_size") if k in data}
+        if not old:
+            return data
+        kind = data.get("kind", "gated_conv")
+        if kind != "gated_conv":
+            raise ConfigError(f"{where}: top-level {', '.join(old)} is gated_conv's older form; give "
+                              f"projector {kind}'s options under {where}.conf")
+        conf = data.get("conf") or {}
+        if not isinstance(conf, dict):
+            return data                   # from_dict reports conf's type
+        conf = dict(conf)
+        for key, value in old.items():
+            if conf.get(key, value) != value:
+                raise ConfigError(f"{where}: {key} given twice ({value} at the top level, the older "
+                                  f"form, and {conf[key]} under conf); give it once, under conf")
+            conf[key] = value
+        return {**{k: v for k, v in data.items() if k not in old}, "conf": conf}
 
 
 @dataclass

@@ -23,17 +23,38 @@ row's length are zeroed first, so a padded batch row equals the row alone. Hence
     tokens(T_enc) = ceil(T_enc / k);   for mel input, tokens(T_mel) = ceil(ceil(T_mel / 2) / k)
 
 Dropping the tail instead would lose up to (k-1) x 20 ms of speech at the end of every utterance.
+
+**Options.** ``model.projector: {kind: gated_conv, conf: {downsample: 4, hidden_size: null}}``;
+``conf`` is checked against :class:`GatedConvOptions` (every projector declares its own ``Options``
+dataclass, whose fields are its constructor's keyword arguments; see :func:`build_projector`).
 """
 from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from zlora.config import ConfigError, from_dict, to_dict
 from zlora.models.registry import PROJECTORS
+
+
+@dataclass
+class GatedConvOptions:
+    """``model.projector.conf`` of ``gated_conv`` (§V-B)."""
+    downsample: int = 4                   # k encoder frames per speech token (paper: 4, 12.5 Hz)
+    hidden_size: int | None = None        # width of the gated branch; default: the LLM hidden size
+
+    def __post_init__(self):
+        if self.downsample < 1:
+            raise ConfigError(f"model.projector.conf.downsample: must be >= 1, got {self.downsample}")
 
 
 @PROJECTORS.register("gated_conv")
 class GatedConvProjector(nn.Module):
+    Options = GatedConvOptions
+
     def __init__(self, d_in: int, d_out: int, hidden_size: int | None = None, downsample: int = 4):
         super().__init__()
         self.k, self.d_in, self.h = downsample, d_in, hidden_size or d_out
@@ -76,5 +97,29 @@ def conv_to_linear(sd: dict, prefix: str) -> None:
     sd[f"{prefix}gate_up.bias"] = torch.cat([gb, ub])
 
 
-def build_projector(kind: str, d_in: int, d_out: int, hidden_size: int | None, downsample: int) -> nn.Module:
-    return PROJECTORS.get(kind)(d_in, d_out, hidden_size=hidden_size, downsample=downsample)
+def projector_options(kind: str, conf: dict, where: str = "model.projector"):
+    """``conf`` as projector ``kind``'s typed ``Options``. An unknown kind (listing the known ones),
+    an unknown key (naming it and the projector) or a wrong type is a ConfigError."""
+    try:
+        cls = PROJECTORS.get(kind)
+    except ConfigError as e:
+        raise ConfigError(f"{where}.kind: {e}") from e
+    known = [f.name for f in dataclasses.fields(cls.Options) if f.init]
+    unknown = sorted(set(conf) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}.conf: unknown key(s) {', '.join(repr(k) for k in unknown)} for "
+                          f"projector {kind}; its options: {', '.join(known) or 'none'}")
+    return from_dict(cls.Options, dict(conf), f"{where}.conf")
+
+
+def resolve_projector_conf(kind: str, conf: dict, where: str = "model.projector") -> dict:
+    """``conf`` checked (:func:`projector_options`) and completed with the projector's defaults."""
+    return to_dict(projector_options(kind, conf, where))
+
+
+def build_projector(kind: str, d_in: int, d_out: int, conf: dict | None = None) -> nn.Module:
+    """Projector ``kind`` from d_in (encoder) to d_out (LLM) features; ``conf`` (its options,
+    ``model.projector.conf``) is checked, completed with defaults and passed as keywords."""
+    opts = projector_options(kind, conf or {})
+    return PROJECTORS.get(kind)(d_in, d_out, **{f.name: getattr(opts, f.name)
+                                                for f in dataclasses.fields(opts)})

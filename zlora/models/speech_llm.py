@@ -243,8 +243,7 @@ def build_speech_llm(cfg: SpeechLLMConfig, languages: list[str]) -> SpeechLLM:
         raise ValueError(f"languages must be a non-empty list without duplicates, got {languages}")
     encoder = build_encoder(cfg.encoder)
     llm, tokenizer = build_llm(cfg.llm)
-    projector = build_projector(cfg.projector.kind, encoder.d_model, llm_hidden_size(llm),
-                                cfg.projector.hidden_size, cfg.projector.downsample)
+    projector = build_projector(cfg.projector.kind, encoder.d_model, llm_hidden_size(llm), cfg.projector.conf)
     if cfg.llm_lora.enabled:
         apply_llm_lora(llm, cfg, languages)
     model = SpeechLLM(cfg, encoder, projector, llm, tokenizer, languages)

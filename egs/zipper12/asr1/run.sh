@@ -19,7 +19,7 @@ methods="lora independent flylora zipper-static zipper-hard zipper-soft zipper-s
 # pretrained models: local Hugging Face dirs (no model hub access)
 whisper_dir=               # Whisper-large-v3 (128 mels)
 llm_dir=                   # Qwen3-1.7B
-# corpus roots, official layouts (README.md, zlora/data/prep/<corpus>.py)
+# corpus roots, official layouts (README.md, zlora/data/prep/<corpus>.py; python -m zlora.bin.prep_plan --help)
 librispeech=               # dir holding LibriSpeech/
 mls=                       # dir holding mls_<language>[_opus]/
 commonvoice=               # cv-corpus-<version>/ (holding ar/ ja/ ko/ pt/ th/)
@@ -47,9 +47,9 @@ target_tests="test_target_${variant} test_target_ls_other"
 stage1_langs=en,fr,th,zh
 stage2_langs=de,es,fr,ru,vi,it,en,th,ar,ja,ko,pt,zh
 plan="conf/data/${variant}.yaml"
-roots=(--roots.librispeech "${librispeech:-null}" --roots.mls "${mls:-null}"
-       --roots.commonvoice "${commonvoice:-null}" --roots.msr86k "${msr86k:-null}"
-       --roots.wenetspeech "${wenetspeech:-null}")
+corpora="librispeech mls commonvoice msr86k wenetspeech"   # the plans' corpora: one root option each
+roots=()
+for corpus in $corpora; do roots+=("--roots.${corpus}" "${!corpus:-null}"); done   # null: not given
 models=(--model.encoder.whisper_dir "$whisper_dir" --model.llm.model_dir "$llm_dir")
 read -r -a extra_train_opts <<< "$train_opts"
 launcher=(torchrun --nnodes "$nnodes" --node_rank "$node_rank" --nproc_per_node "$ngpu"
@@ -72,7 +72,7 @@ label() {  # method -> row label in RESULTS.md
 
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
   log "stage 0: check the models and the corpora"
-  python -m zlora.bin.prep_check --whisper "$whisper_dir" --llm "$llm_dir" --n_mels 128 \
+  python -m zlora.bin.prep_check --whisper_dir "$whisper_dir" --llm_dir "$llm_dir" --n_mels 128 \
     --plan "$plan" "${roots[@]}"
 fi
 

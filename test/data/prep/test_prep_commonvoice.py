@@ -68,9 +68,9 @@ def test_map_ids_takes_the_authors_corpus_ids(root, tmp_path):
     prepare("commonvoice", root, "ar", "train", tmp_path / "d")
     lst = tmp_path / "train_com_voice_ar_ids.txt"
     lst.write_text("common_voice_ar_24042034\n\ncommon_voice_ar_19404469\n")
-    assert prep_corpus.main(["map-ids", "--data", str(tmp_path / "d"), str(lst), str(tmp_path / "ids")]) == 0
+    assert prep_corpus.main(["map-ids", "--data", str(tmp_path / "d"), str(lst), "--out", str(tmp_path / "ids")]) == 0
     assert (tmp_path / "ids").read_text().split() == sorted([f"{C2}-common_voice_ar_24042034",
                                                              f"{C1}-common_voice_ar_19404469"])
     lst.write_text("common_voice_ar_24042034\ncommon_voice_ar_99\n")
     with pytest.raises(Exception, match="common_voice_ar_99"):
-        prep_corpus.main(["map-ids", "--data", str(tmp_path / "d"), str(lst), str(tmp_path / "ids2")])
+        prep_corpus.main(["map-ids", "--data", str(tmp_path / "d"), str(lst), "--out", str(tmp_path / "ids2")])

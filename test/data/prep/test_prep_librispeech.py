@@ -23,7 +23,7 @@ def corpus(tmp_path_factory):
 def test_converts_and_passes_validate_data_dir_sh(corpus, tmp_path):
     root, want = corpus
     out = tmp_path / "test_clean"
-    assert prep_corpus.main(["librispeech", "--split", "test-clean", str(root), str(out)]) == 0
+    assert prep_corpus.main(["librispeech", "--split", "test-clean", str(root), "--out", str(out)]) == 0
     # the shell validator (Kaldi's interface), decoding every file
     res = subprocess.run(["bash", str(REPO / "utils/validate_data_dir.sh"), str(out)],
                          capture_output=True, text=True)

@@ -154,11 +154,30 @@ def test_prep_check_models_and_sources(roots, tmp_path, capsys):
     q = fake_model_dir(tmp_path / "qwen", {"model_type": "qwen3"})
     cfg = tmp_path / "plan.yaml"
     cfg.write_text(yaml.safe_dump(plan_dict(roots, tmp_path)))
-    assert prep_check.main(["--whisper", str(w), "--llm", str(q), "--plan", str(cfg)]) == 0
+    assert prep_check.main(["--whisper_dir", str(w), "--llm_dir", str(q), "--plan", str(cfg)]) == 0
     out = capsys.readouterr().out
     assert "commonvoice ar train: " in out and "mls de test: " in out and "OK" in out
     with pytest.raises(UserError, match="takes 128 mel bins, the recipe uses 80"):
-        prep_check.main(["--whisper", str(w), "--llm", str(q), "--n_mels", "80"])
+        prep_check.main(["--whisper_dir", str(w), "--llm_dir", str(q), "--n_mels", "80"])
     with pytest.raises(Exception, match=r"mls_spanish/test/transcripts\.txt"):
-        prep_check.main(["--whisper", str(w), "--llm", str(q), "--plan", str(cfg),
+        prep_check.main(["--whisper_dir", str(w), "--llm_dir", str(q), "--plan", str(cfg),
                          "--sets.train", "[{corpus: mls, lang: es, split: test}]"])
+    with pytest.raises(ConfigError, match="roots: unknown corpus 'msl'"):
+        prep_check.main(["--whisper_dir", str(w), "--llm_dir", str(q), "--plan", str(cfg), "--roots.msl", "x"])
+
+
+def test_prep_check_old_flag_spellings_still_work_and_warn(tmp_path, capsys):
+    from zlora.bin import prep_check
+
+    w = fake_model_dir(tmp_path / "whisper", {"model_type": "whisper", "num_mel_bins": 128})
+    q = fake_model_dir(tmp_path / "qwen", {"model_type": "qwen3"})
+    assert prep_check.main(["--whisper", str(w), "--llm", str(q)]) == 0
+    out, err = capsys.readouterr()
+    assert f"whisper: {w}" in out and f"llm: {q}" in out and "OK" in out
+    assert err.splitlines() == ["zlora.bin.prep_check: --whisper is deprecated; use --whisper_dir",
+                                "zlora.bin.prep_check: --llm is deprecated; use --llm_dir"]
+    assert prep_check.main(["--whisper_dir", str(w), "--llm_dir", str(q)]) == 0
+    assert capsys.readouterr().err == ""
+    with pytest.raises(SystemExit):                               # still required, either spelling
+        prep_check.main(["--llm_dir", str(q)])
+    assert "required: --whisper_dir" in capsys.readouterr().err

@@ -208,7 +208,7 @@ def test_run_sh_sequences_the_stages(tmp_path):
         (fake / tool).chmod(0o755)
     (recipe / "path.sh").write_text(f'export PATH="{fake}:$PATH"\n')
     res = subprocess.run(["bash", "run.sh", "--whisper_dir", "/m/whisper large", "--llm_dir", "/m/qwen",
-                          "--mls", "/c/mls", "--nnodes", "2", "--node_rank", "1",
+                          "--mls", "/c/my mls", "--nnodes", "2", "--node_rank", "1",
                           "--rdzv_endpoint", "node0:29400"], cwd=recipe, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     calls = [c + "|" for c in (tmp_path / "calls").read_text().splitlines()]
@@ -230,4 +230,7 @@ def test_run_sh_sequences_the_stages(tmp_path):
     # decoding: stage-1 models on the 2 source sets, stage-2 models on all 4; each is scored
     assert verbs.count("zlora.bin.decode") == 2 * 2 + 2 * len(METHODS) * 4 == verbs.count("zlora.bin.score")
     assert verbs.count("zlora.bin.report") == 2 and verbs.count("zlora.bin.plot") == 2 * 2 + 1
-    assert "|--roots.mls|/c/mls|" in calls[1] and "|--roots.wenetspeech|null|" in calls[1]
+    for call in calls[:2]:          # prep_check and prep_plan: one argument per root, spaces kept
+        assert "|--roots.mls|/c/my mls|" in call and "|--roots.wenetspeech|null|" in call
+        assert all(f"|--roots.{c}|" in call for c in ("librispeech", "commonvoice", "msr86k"))
+    assert calls[0].startswith("python|-m|zlora.bin.prep_check|--whisper_dir|/m/whisper large|--llm_dir|/m/qwen|")

@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import csv
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from zlora.data.prep.common import (Collected, PrepError, Utt, audio_exists, check_lang, clean_text,
                                     speaker_utt_id)
+from zlora.data.prep.registry import register_corpus
 
 TEXT_COLUMNS = ("sentence", "text", "transcript", "transcription")
 SPLITS = ("train", "dev", "test", "validated", "other", "invalidated")
@@ -58,15 +60,28 @@ def clip_path(clips: Path, name: str) -> Path:
     return p if p.suffix or p.is_file() else clips / f"{name}.mp3"
 
 
-def collect(root: Path, lang: str, split: str, skip_missing: bool = False, locale: str | None = None,
-            **_) -> Collected:
-    """All utterances of one Common Voice split tsv. ``lang``: the utt2lang code; ``locale``: the
-    CV locale dir (default: ``lang``)."""
-    check_lang(lang, "commonvoice")
-    d = locale_dir(root, locale or lang)
-    tsv = d / f"{split}.tsv"
+@dataclass
+class CommonVoiceOptions:
+    locale: str | None = field(default=None, metadata={
+        "help": "CV locale dir where it differs from --lang (e.g. zh-CN)"})
+
+
+def locate(root: Path, lang: str, split: str, opts: CommonVoiceOptions) -> Path:
+    tsv = locale_dir(root, opts.locale or lang) / f"{split}.tsv"
     if not tsv.is_file():
         raise PrepError(f"{tsv}: Common Voice split file does not exist (splits: {', '.join(SPLITS)})")
+    return tsv
+
+
+@register_corpus("commonvoice", layout="cv-corpus-<version>/ holding <locale>/ (or the locale dir)",
+                 locate=locate, options=CommonVoiceOptions)
+def collect(root: Path, lang: str, split: str, opts: CommonVoiceOptions, skip_missing: bool = False
+            ) -> Collected:
+    """All utterances of one Common Voice split tsv. ``lang``: the utt2lang code; ``opts.locale``:
+    the CV locale dir (default: ``lang``)."""
+    check_lang(lang, "commonvoice")
+    tsv = locate(root, lang, split, opts)
+    d = tsv.parent
     csv.field_size_limit(sys.maxsize)
     found = Collected()
     with open(tsv, encoding="utf-8", newline="") as f:

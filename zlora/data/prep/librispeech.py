@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from zlora.data.prep.common import Collected, PrepError, Utt, audio_exists, clean_text
+from zlora.data.prep.registry import NoOptions, register_corpus
 
 SPLITS = ("train-clean-100", "train-clean-360", "train-other-500", "dev-clean", "dev-other",
           "test-clean", "test-other")
@@ -47,7 +48,13 @@ def read_trans(trans: Path, reader: str, chapter: str, found: Collected, skip_mi
             found.utts.append(Utt(utt, reader, "en", text, audio, utt, where))
 
 
-def collect(root: Path, lang: str, split: str, skip_missing: bool = False, **_) -> Collected:
+def locate(root: Path, lang: str, split: str, opts: NoOptions) -> Path:
+    return split_dir(root, split)
+
+
+@register_corpus("librispeech", layout="dir holding LibriSpeech/ (or LibriSpeech/ itself)",
+                 locate=locate, default_lang="en")
+def collect(root: Path, lang: str, split: str, opts: NoOptions, skip_missing: bool = False) -> Collected:
     """All utterances of one LibriSpeech split (``lang`` must be en)."""
     if lang != "en":
         raise PrepError(f"LibriSpeech is English only; got lang={lang!r}")

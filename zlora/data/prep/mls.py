@@ -13,9 +13,12 @@ corpus) are kept as they are.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from zlora.data.prep.common import Collected, PrepError, Utt, audio_exists, clean_text
+from zlora.data.prep.registry import register_corpus
 
 MLS_NAMES = {"de": "german", "es": "spanish", "fr": "french", "it": "italian", "pt": "portuguese",
              "pl": "polish", "nl": "dutch", "en": "english"}
@@ -52,10 +55,21 @@ def parse_line(line: str, where: str) -> tuple[str, str, str, str]:
     return uid, parts[0], parts[1], text
 
 
-def collect(root: Path, lang: str, split: str, skip_missing: bool = False, release: str = "auto",
-            **_) -> Collected:
+@dataclass
+class MLSOptions:
+    release: Literal["auto", "flac", "opus"] = field(default="auto", metadata={
+        "help": "which release when both are there (auto: FLAC, lossless)"})
+
+
+def locate(root: Path, lang: str, split: str, opts: MLSOptions) -> Path:
+    return language_dir(root, lang, split, opts.release)[0] / split
+
+
+@register_corpus("mls", layout="dir holding mls_<language>[_opus]/ (or one such dir)",
+                 locate=locate, options=MLSOptions)
+def collect(root: Path, lang: str, split: str, opts: MLSOptions, skip_missing: bool = False) -> Collected:
     """All utterances of one MLS language split."""
-    d, ext = language_dir(root, lang, split, release)
+    d, ext = language_dir(root, lang, split, opts.release)
     trans = d / split / "transcripts.txt"
     found = Collected()
     for lineno, line in enumerate(trans.read_text(encoding="utf-8").splitlines(), 1):

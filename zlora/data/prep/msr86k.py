@@ -33,6 +33,7 @@ from pathlib import Path
 from zlora.data.kaldi import FIELD_COUNTS, iter_entries
 from zlora.data.prep.common import (Collected, PrepError, Utt, audio_exists, check_lang, clean_text,
                                     speaker_utt_id)
+from zlora.data.prep.registry import NoOptions, register_corpus
 
 LANG_NAMES = {"en": "english", "fr": "french", "th": "thai", "ru": "russian", "vi": "vietnamese",
               "es": "spanish", "ko": "korean", "de": "german", "hi": "hindi", "it": "italian",
@@ -134,7 +135,13 @@ def from_kaldi(d: Path, lang: str, found: Collected, skip_missing: bool) -> None
             found.utts.append(make_utt(lang, cid, spk_raw, txt, audio, where, seg))
 
 
-def collect(root: Path, lang: str, split: str, skip_missing: bool = False, **_) -> Collected:
+def locate(root: Path, lang: str, split: str, opts: NoOptions) -> Path:
+    return split_dir(root, lang, split)
+
+
+@register_corpus("msr86k", layout="dir holding <lang>/<split>/ (manifest.jsonl, or wav.scp + text)",
+                 locate=locate)
+def collect(root: Path, lang: str, split: str, opts: NoOptions, skip_missing: bool = False) -> Collected:
     """All utterances of one MSR-86K language split (form A or B, see the module docstring)."""
     check_lang(lang, "msr86k")
     d = split_dir(root, lang, split)

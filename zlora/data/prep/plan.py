@@ -3,7 +3,7 @@
 A plan (YAML, typed by :class:`DataPlan`) names data sets; each set is a list of sources::
 
     seed: 20260317
-    roots: {mls: /corpora/mls, commonvoice: /corpora/cv-corpus-18.0-2024-06-14}
+    roots: {mls: /corpora/mls, commonvoice: /corpora/cv-corpus-18.0-2024-06-14}   # corpus -> root
     sets:
       train_sft:
         - {corpus: mls, lang: de, split: train, hours: 1000}
@@ -13,8 +13,11 @@ A plan (YAML, typed by :class:`DataPlan`) names data sets; each set is a list of
       train_lowres:
         - {corpus: commonvoice, lang: pt, split: train, hours: 1, exclude_sets: [test_cv_pt]}
 
-``unions`` name sets built last as the union of earlier sets (one multilingual test set per
-results table, so each table is one decode and one score).
+``roots`` maps registered corpus names (zlora.data.prep.CORPORA) to their roots (``null``: not
+given; ``--roots.<corpus> DIR`` sets one); a source's ``options`` are checked against its corpus's
+options dataclass (e.g. ``{release: opus}`` for mls). ``unions`` name sets built last as the union
+of earlier sets (one multilingual test set per results table, so each table is one decode and one
+score).
 
 Running it (:func:`run_plan`, ``python -m zlora.bin.prep_plan --config plan.yaml``):
 1. every (corpus, lang, split) a set needs is converted once into ``work_dir/<corpus>_<lang>_<split>``
@@ -44,7 +47,7 @@ import yaml
 
 from zlora.config import ConfigError, to_dict
 from zlora.data.kaldi import DataDir, filter_tables, load_tables, validate_data_dir, write_kv, write_tables
-from zlora.data.prep import CORPORA, prepare
+from zlora.data.prep import CORPORA, CorpusSpec, prepare
 from zlora.data.prep.common import (CORPUS_ID_FILE, PrepError, corpus_id_index, read_id_list,
                                     read_provenance, resolve_ids)
 from zlora.utils.io import atomic_write_text
@@ -65,7 +68,7 @@ class SourceSpec:
     exclude_splits: list[str] = field(default_factory=list)
     exclude_sets: list[str] = field(default_factory=list)
     repeat: int = 1
-    options: dict = field(default_factory=dict)   # release (mls), locale (commonvoice), min_confidence
+    options: dict = field(default_factory=dict)   # the corpus's own options (its options dataclass)
 
     def __post_init__(self):
         if self.corpus not in CORPORA:
@@ -83,20 +86,12 @@ class SourceSpec:
 
 
 @dataclass
-class CorpusRoots:
-    librispeech: str | None = None     # dir holding LibriSpeech/
-    mls: str | None = None             # dir holding mls_<language>[_opus]/
-    commonvoice: str | None = None     # cv-corpus-<version>/ (holding <locale>/)
-    msr86k: str | None = None          # see zlora/data/prep/msr86k.py for the expected layout
-    wenetspeech: str | None = None     # WenetSpeech.json or its dir
-
-
-@dataclass
 class DataPlan:
     sets: dict[str, list[SourceSpec]]
     # unions of built sets (e.g. one multilingual test set per results table), built last
     unions: dict[str, list[str]] = field(default_factory=dict)
-    roots: CorpusRoots = field(default_factory=CorpusRoots)
+    # corpus name -> root (each corpus's layout: zlora.data.prep.CORPORA.get(name).layout)
+    roots: dict[str, str | None] = field(default_factory=dict)
     seed: int = 0
     out_dir: str = "data"
     work_dir: str = "data/local"
@@ -105,13 +100,18 @@ class DataPlan:
     force: bool = False                 # rebuild sets even when their record matches
 
     def __post_init__(self):
+        unknown = [c for c in self.roots if c not in CORPORA]
+        if unknown:
+            raise ConfigError(f"roots: unknown corpus {', '.join(map(repr, unknown))}; known: "
+                              f"{', '.join(CORPORA.names())}")
         if not self.sets:
             raise ConfigError("sets: the plan defines no data sets")
         for name, sources in self.sets.items():
             if not sources:
                 raise ConfigError(f"sets.{name}: no sources")
             order = list(self.sets)
-            for s in sources:
+            for i, s in enumerate(sources):
+                CORPORA.get(s.corpus).parse_options(s.options, f"sets.{name}[{i}].options")
                 for dep in s.exclude_sets:
                     if dep not in self.sets or order.index(dep) >= order.index(name):
                         raise ConfigError(f"sets.{name}: exclude_sets names {dep!r}, which must be a "
@@ -132,9 +132,10 @@ def prepared_dir(plan: DataPlan, corpus: str, lang: str, split: str, options: di
 
 
 def corpus_root(plan: DataPlan, corpus: str) -> Path:
-    root = getattr(plan.roots, corpus)
+    root = plan.roots.get(corpus)
     if not root:
-        raise ConfigError(f"roots.{corpus}: not set; the plan uses {corpus} (pass --roots.{corpus} DIR)")
+        raise ConfigError(f"roots.{corpus}: not set; the plan uses {corpus} (pass --roots.{corpus} DIR: "
+                          f"{CORPORA.get(corpus).layout})")
     return Path(root)
 
 
@@ -319,21 +320,9 @@ def run_plan(plan: DataPlan) -> dict[str, dict]:
 
 def locate_source(corpus: str, root: Path, lang: str, split: str, options: dict) -> Path:
     """The file/dir a converter would read for (corpus, lang, split), without converting (raises
-    PrepError naming what is missing)."""
-    from zlora.data.prep import commonvoice, librispeech, mls, msr86k, wenetspeech
-
-    if corpus == "librispeech":
-        return librispeech.split_dir(root, split)
-    if corpus == "mls":
-        return mls.language_dir(root, lang, split, options.get("release", "auto"))[0] / split
-    if corpus == "commonvoice":
-        tsv = commonvoice.locale_dir(root, options.get("locale") or lang) / f"{split}.tsv"
-        if not tsv.is_file():
-            raise PrepError(f"{tsv}: Common Voice split file does not exist")
-        return tsv
-    if corpus == "msr86k":
-        return msr86k.split_dir(root, lang, split)
-    return wenetspeech.json_path(root)
+    PrepError naming what is missing): the corpus's registered ``locate``."""
+    spec: CorpusSpec = CORPORA.get(corpus)
+    return spec.locate(root, lang, split, spec.parse_options(options, f"{corpus} options"))
 
 
 def check_sources(plan: DataPlan) -> list[str]:

@@ -20,10 +20,12 @@ over a sliding buffer), so memory holds one ``audios`` item, not the whole file.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 from zlora.data.prep.common import Collected, PrepError, Utt, audio_exists, clean_text, speaker_utt_id
+from zlora.data.prep.registry import register_corpus
 
 SUBSETS = ("S", "M", "L", "W", "DEV", "TEST_NET", "TEST_MEETING")
 _CHUNK = 1 << 22
@@ -134,15 +136,27 @@ def add_segment(s: dict, aid: str, audio: str, min_conf: float, found: Collected
     found.utts.append(Utt(speaker_utt_id(spk, sid), spk, "zh", text, audio, sid, where, aid, begin, end))
 
 
-def collect(root: Path, lang: str, split: str, skip_missing: bool = False, min_confidence: float = 0.0,
-            **_) -> Collected:
+@dataclass
+class WenetSpeechOptions:
+    min_confidence: float = field(default=0.0, metadata={
+        "help": "drop segments with a lower label confidence"})
+
+
+def locate(root: Path, lang: str, split: str, opts: WenetSpeechOptions) -> Path:
+    if split not in SUBSETS:
+        raise PrepError(f"WenetSpeech subset must be one of {', '.join(SUBSETS)}, got {split!r}")
+    return json_path(root)
+
+
+@register_corpus("wenetspeech", layout="WenetSpeech.json next to audio/ (the file or its dir)",
+                 locate=locate, options=WenetSpeechOptions, default_lang="zh")
+def collect(root: Path, lang: str, split: str, opts: WenetSpeechOptions, skip_missing: bool = False
+            ) -> Collected:
     """All segments of one WenetSpeech subset (``split`` = S, M, L, W, DEV, TEST_NET, TEST_MEETING)."""
     if lang != "zh":
         raise PrepError(f"WenetSpeech is Mandarin (zh); got lang={lang!r}")
-    if split not in SUBSETS:
-        raise PrepError(f"WenetSpeech subset must be one of {', '.join(SUBSETS)}, got {split!r}")
-    path = json_path(root)
+    path = locate(root, lang, split, opts)
     found = Collected()
     for index, item in iter_audios(path):
-        add_audio(item, index, path.parent, split, min_confidence, found, skip_missing, path)
+        add_audio(item, index, path.parent, split, opts.min_confidence, found, skip_missing, path)
     return found
