@@ -86,7 +86,7 @@ def test_an_older_runs_config_with_top_level_projector_options_still_loads(stage
     """EXP/config.yaml written before model.projector.conf held gated_conv's options at the top
     level; decoding and stage 2 (init_from) read it back with read_train_config."""
     from zlora.config import to_dict
-    from zlora.train.checkpoint import read_train_config
+    from zlora.train.config import read_train_config
 
     copy = stages["tmp"] / "s1-older-projector-form"
     shutil.copytree(stages["s1"], copy)
