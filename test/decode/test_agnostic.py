@@ -11,11 +11,20 @@ from models_testlib import LANGS, make_sp_model, random_batch, tiny_model  # noq
 
 from zlora.adapters import AdapterConfig, language_context  # noqa: E402
 from zlora.adapters.posterior import language_posterior_context  # noqa: E402
-from zlora.decode.agnostic import decode_batch, lid_report, one_hot  # noqa: E402
+from zlora.decode.agnostic import lid_report, write_part_posteriors  # noqa: E402
+from zlora.decode.sources import LANG_SOURCES, LanguageConfig, one_hot  # noqa: E402
 from zlora.models import DecodingOptions  # noqa: E402
 
 TARGET = r"layers\.(1|2)\.(self_attn\.(q_proj|v_proj)|fc1|fc2)"
 OPTS = DecodingOptions(max_new_tokens=6)
+
+
+def decode_batch(model, x, lens, mode, true_langs, **lang):
+    """What zlora.bin.decode does for one batch: route by the source, then generate."""
+    source = LANG_SOURCES.get(mode)(LanguageConfig(mode=mode, **lang), model)
+    route = source.route(model, x, lens, [f"u{i}" for i in range(len(lens))], true_langs)
+    with torch.inference_mode(), route.applied(model):
+        return model.generate(x, lens, route.langs, OPTS), route.langs
 
 
 @pytest.fixture(scope="module")
@@ -52,16 +61,18 @@ def test_one_hot_posterior_equals_known_language(sp, kind):
 
 
 @pytest.mark.parametrize("router_input", ["hard", "mixture"])
-def test_oracle_decoding_equals_known_decoding(sp, router_input):
+def test_oracle_decoding_equals_known_decoding(sp, router_input, tmp_path):
     model = _zipper(sp)
     b = random_batch([40, 28, 34], langs=[2, 0, 1])
     x, lens, langs = b["feats"], b["feat_lens"], b["lang_ids"]
     known = model.generate(x, lens, langs, OPTS)
-    ids, used = decode_batch(model, x, lens, OPTS, "oracle", langs, None, router_input)
+    ids, used = decode_batch(model, x, lens, "oracle", langs, router_input=router_input)
     assert ids == known and used.tolist() == [2, 0, 1]
     # A detected (whisper_lid) posterior whose argmax is the truth also matches with `hard`.
-    post = torch.tensor([[0.1, 0.2, 0.7], [0.6, 0.3, 0.1], [0.2, 0.5, 0.3]])
-    ids, used = decode_batch(model, x, lens, OPTS, "whisper_lid", langs, post, "hard")
+    post = [[0.1, 0.2, 0.7], [0.6, 0.3, 0.1], [0.2, 0.5, 0.3]]
+    write_part_posteriors(tmp_path, {f"u{i}": dict(zip(LANGS, row)) for i, row in enumerate(post)})
+    ids, used = decode_batch(model, x, lens, "whisper_lid", langs, router_input="hard",
+                             posteriors=str(tmp_path / "lid_posteriors.jsonl"))
     assert ids == known and used.tolist() == [2, 0, 1]
     wrong = torch.tensor([[1.0, 0.0, 0.0]] * 3)
     enc_known, _ = model.encode_speech(x, lens, langs)
@@ -74,8 +85,8 @@ def test_mole_oracle_known_and_classifier(sp, tmp_path):
     from zlora.adapters.mole import MoLELayer
 
     m = tiny_model(sp)
-    m.set_stage(2, AdapterConfig.make(kind="mole", rank=4, alpha=8.0, languages=list(LANGS),
-                                 target_modules=TARGET, mole_fused=r"layers\.1\..*", mole_lid_hidden=8))
+    m.set_stage(2, AdapterConfig(kind="mole", rank=4, alpha=8.0, languages=list(LANGS), target_modules=TARGET,
+                                 conf={"fused": r"layers\.1\..*", "lid_hidden": 8}))
     g = torch.Generator().manual_seed(4)
     with torch.no_grad():
         for mod in m.encoder.modules():
@@ -87,11 +98,11 @@ def test_mole_oracle_known_and_classifier(sp, tmp_path):
     m.eval()
     b = random_batch([30, 26], langs=[2, 2])
     x, lens, langs = b["feats"], b["feat_lens"], b["lang_ids"]
-    known, _ = decode_batch(m, x, lens, OPTS, "known", langs, None, "hard")
-    oracle, _ = decode_batch(m, x, lens, OPTS, "oracle", langs, None, "hard")
-    pred, used = decode_batch(m, x, lens, OPTS, "mole", None, None, "hard")
+    known, _ = decode_batch(m, x, lens, "known", langs)
+    oracle, _ = decode_batch(m, x, lens, "oracle", langs)
+    pred, used = decode_batch(m, x, lens, "mole", None)
     assert known == oracle == pred and used.tolist() == [2, 2]
-    other, _ = decode_batch(m, x, lens, OPTS, "known", torch.tensor([0, 0]), None, "hard")
+    other, _ = decode_batch(m, x, lens, "known", torch.tensor([0, 0]))
     assert other != known
 
 

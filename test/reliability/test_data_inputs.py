@@ -168,7 +168,7 @@ def test_decoding_never_skips_a_long_utterance(tmp_path, trained, corpus):
     data, feats = long_corpus(tmp_path, n_frames=3002)
     out = tmp_path / "dec"
     code, err = run_cli(decode_main, ["--exp", trained[0], "--data", data, "--feats", feats, "--out", out,
-                                      "--max_new_tokens", 2])
+                                      "--decoding.max_new_tokens", 2])
     if code == 0:
         hyp = dict((line.split(maxsplit=1) + [""])[:2] for line in (out / "text").read_text().splitlines())
         assert "enspk0-000" in hyp and len(hyp) == 16
@@ -202,7 +202,7 @@ def test_nan_features_stop_decoding_naming_the_utterance(tmp_path, trained):
     mats["frspk1-001"][3, 7] = np.nan
     rewrite_feats(feats, mats)
     code, err = run_cli(decode_main, ["--exp", trained[0], "--data", data, "--feats", feats,
-                                      "--out", tmp_path / "dec", "--max_new_tokens", 2])
+                                      "--out", tmp_path / "dec", "--decoding.max_new_tokens", 2])
     assert code == 2 and "frspk1-001" in error_line(err) and "NaN" in error_line(err)
 
 
@@ -260,7 +260,7 @@ def test_language_the_model_lacks_stops_training_and_decoding(tmp_path, corpus, 
     assert f"{data / 'utt2lang'}: utterance 'despk0-000' has language 'de'" in error_line(err)
     out = tmp_path / "dec"          # the trained model knows en, fr
     code, err = run_cli(decode_main, ["--exp", trained[0], "--data", data, "--feats", feats, "--out", out,
-                                      "--max_new_tokens", 2])
+                                      "--decoding.max_new_tokens", 2])
     assert code == 2
     line = error_line(err)
     assert "utt2lang" in line and "utterance despk" in line and "'de'" in line and "en, fr" in line

@@ -47,7 +47,7 @@ def test_sigkill_at_a_random_step_then_resume_ends_identical(tmp_path, trained, 
 
 def test_killed_decoding_rerun_finishes_only_the_missing_part(tmp_path, trained, corpus, monkeypatch):
     data, feats, _ = corpus
-    args = ["--exp", trained[0], "--data", data, "--feats", feats, "--nj", 2, "--max_new_tokens", 3]
+    args = ["--exp", trained[0], "--data", data, "--feats", feats, "--nj", 2, "--decoding.max_new_tokens", 3]
     with monkeypatch.context() as m:       # uninterrupted; parts decoded in this process (no spawn)
         m.setattr(decode_cli, "run_parts", lambda cfg, parts: [decode_cli.decode_part(cfg, p) for p in parts])
         code, err = run_cli(decode_cli.main, [*args, "--out", tmp_path / "ref"])

@@ -35,7 +35,7 @@ def embed(args: argparse.Namespace) -> dict:
     import kaldiio
     import torch
 
-    from zlora.bin.decode import lang_of, pad, read_feats
+    from zlora.decode.batches import lang_of, pad, read_feats
     from zlora.data.kaldi import DataDir
     from zlora.train.trained import load_model_for_inference
 

@@ -1,30 +1,15 @@
-"""Language-agnostic decoding (``python -m zlora.bin.decode --lang_mode ...``).
-
-lang_mode:
-- ``known``: the language of every utterance comes from utt2lang (the default, paper §V-B).
-- ``oracle``: utt2lang again, but routed through the language-agnostic path (a one-hot posterior
-  for Zipper routers, the predicted-language path otherwise); must equal ``known`` (tested).
-- ``whisper_lid``: Whisper's language detection (zlora.models.lid.detect_language_batch) on each
-  utterance's log-mel (``--lid_feats``), restricted to the model's languages and renormalised.
-  The LLM prompt uses the argmax language. Zipper-LoRA routers get either the argmax language's
-  LID embedding (``--router_input hard``) or the posterior-weighted mixture of LID embeddings
-  with B_spec mixed by the same posterior (``mixture``; beyond both papers). Other kinds use the
-  argmax language.
-- ``mole``: LoRA-MoLE's own LID classifier (zlora.adapters.mole) picks the expert and the prompt.
-  The encoder runs twice (once to classify, once inside generate: same decision, deterministic).
+"""Language-agnostic decoding's outputs and inputs: Whisper LID posteriors, the per-part ``lid``
+files, ``lid.json`` (LID accuracy per language) and ``lid_posteriors.jsonl``. The language sources
+themselves are in zlora.decode.sources.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 
 import torch
 
 from zlora.utils.io import atomic_write_text
-
-LANG_MODES = ("known", "oracle", "whisper_lid", "mole")
-
 
 def whisper_posteriors(whisper_dir: str, mels: list[torch.Tensor], languages: list[str]) -> torch.Tensor:
     """(B, L) Whisper LID posterior over ``languages``; mels: list of (T, n_mels) Kaldi matrices."""
@@ -33,52 +18,6 @@ def whisper_posteriors(whisper_dir: str, mels: list[torch.Tensor], languages: li
     probs = detect_language_batch(whisper_dir, [m.t().contiguous() for m in mels])
     post = torch.tensor([[p.get(lang, 0.0) for lang in languages] for p in probs], dtype=torch.float32)
     return post / post.sum(-1, keepdim=True).clamp_min(1e-12)
-
-
-def one_hot(index: torch.Tensor, n: int) -> torch.Tensor:
-    return torch.nn.functional.one_hot(index.long().cpu(), n).float()
-
-
-def mole_predict(model, feats: torch.Tensor, feat_lens: torch.Tensor) -> torch.Tensor:
-    """(B,) language indices from the MoLE classifier (runs the encoder in predicted mode)."""
-    from zlora.adapters.mole import mole_state
-
-    state = mole_state(model.encoder)
-    if state is None:
-        raise ValueError("--lang_mode mole needs a model trained with adapter.kind: mole")
-    state.mode = "predicted"
-    state.reset()
-    with torch.inference_mode():
-        model.encoder(feats, feat_lens, torch.zeros_like(feat_lens))
-    return state.row_prediction().clone()
-
-
-def decode_batch(model, feats, feat_lens, options, mode: str, true_langs: torch.Tensor | None,
-                 posterior: torch.Tensor | None, router_input: str) -> tuple[list, torch.Tensor]:
-    """-> (token ids per row, (B,) language index used for the prompt)."""
-    from zlora.adapters.mole import mole_state
-    from zlora.adapters.posterior import language_posterior_context
-
-    n = len(model.languages)
-    ctx = contextlib.nullcontext()
-    state = mole_state(model.encoder)
-    if mode == "known":
-        if state is not None:
-            state.mode = "true"
-        langs = true_langs
-    elif mode == "mole":
-        langs = mole_predict(model, feats, feat_lens).to(feat_lens.device)
-    else:
-        post = one_hot(true_langs, n) if mode == "oracle" else posterior
-        langs = post.argmax(-1).to(feat_lens.device)
-        if state is not None:
-            state.mode = "true"      # the detected language selects the expert
-        if router_input == "hard":
-            post = one_hot(langs, n)
-        ctx = language_posterior_context(model.encoder, post.to(feats.device))
-    with ctx, torch.inference_mode():
-        ids = model.generate(feats, feat_lens, langs, options)
-    return ids, langs
 
 
 def write_part_lid(part_dir: Path, pred: dict[str, str]) -> None:
