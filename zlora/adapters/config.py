@@ -32,16 +32,18 @@ class AdapterConfig:
       - ``flylora_*``: defaults follow the FlyLoRA authors' code (k=8, rho=k/r, u=1e-3).
     """
 
+    # the adapter method (zlora/adapters/<kind>.py)
     kind: Literal["lora", "independent", "flylora", "zipper-static", "zipper-hard",
                   "zipper-soft", "mole"] = "lora"
-    rank: int = 32
-    alpha: float = 64.0
+    rank: int = 32                                         # LoRA rank r
+    alpha: float = 64.0                                    # scaling: update x alpha / r
+    # order = language indices; in a training config it defaults to the top-level languages
     languages: list[str] = field(default_factory=list)
     # Regex matched with re.fullmatch against qualified module names (like PEFT's string form);
     # every matching nn.Linear is wrapped.
     target_modules: str = r".*"
-    dropout: float = 0.0
-    seed: int = 0
+    dropout: float = 0.0                                   # dropout on the adapter branch's input
+    seed: int = 0                                          # seeds the adapters' initialisation
     # zipper-hard / zipper-soft router (Eq. 16-18)
     lid_embeddings: Optional[Union[str, dict]] = None   # safetensors path {lang: (d_lid,)} or dict
     center_lid: bool = False
@@ -61,10 +63,10 @@ class AdapterConfig:
     # mole (LoRA language experts, arXiv 2506.21555; see zlora/adapters/mole.py)
     mole_experts: list[str] = field(default_factory=list)  # one `lora` adapter file per language
     mole_fused: str = ""                                   # regex: wrapped layers whose experts are fused
-    mole_fusion: Literal["output", "weights"] = "output"
+    mole_fusion: Literal["output", "weights"] = "output"   # fuse the experts' outputs or their A/B
     mole_lid_tap: Optional[str] = None                    # module whose output feeds the LID MLP
-    mole_lid_hidden: int = 256
-    mole_lid_loss_weight: float = 1.0
+    mole_lid_hidden: int = 256                            # hidden width of the LID MLP
+    mole_lid_loss_weight: float = 1.0                     # weight of the LID cross-entropy in the loss
 
     def __post_init__(self) -> None:
         self._check_basic()

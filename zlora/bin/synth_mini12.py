@@ -15,7 +15,7 @@ from zlora.utils.cli import UserError, run_main
 from zlora.utils.log import setup_logging
 
 
-def split_out_arg(argv: list[str]) -> tuple[str, list[str]]:
+def split_out_arg(argv: list[str]) -> tuple[str | None, list[str]]:
     """Take ``--out DIR`` (or ``--out=DIR``) out of argv; the rest is config overrides."""
     rest, out, i = [], None, 0
     while i < len(argv):
@@ -26,15 +26,15 @@ def split_out_arg(argv: list[str]) -> tuple[str, list[str]]:
         else:
             rest.append(argv[i])
             i += 1
-    if not out:
-        raise UserError("--out DIR is required (where the data dirs go)")
     return out, rest
 
 
 def main(argv: list[str]) -> int:
     setup_logging()
     out, rest = split_out_arg(argv)
-    cfg = load_config(SynthConfig, rest)
+    cfg = load_config(SynthConfig, rest, description=__doc__)    # --help: the module doc + every key
+    if not out:
+        raise UserError("--out DIR is required (where the data dirs go)")
     stats = build_corpus(cfg, out)
     print(format_stats(stats))
     return 0
