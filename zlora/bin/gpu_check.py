@@ -12,7 +12,6 @@ exit status 1 if any check failed.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import tempfile
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from zlora.utils.cli import run_main
+from zlora.utils.cli import ArgumentParser, run_main
 
 LANGS = ["en", "fr", "de"]
 KINDS = ("lora", "independent", "flylora", "zipper-static", "zipper-hard", "zipper-soft", "mole")
@@ -139,9 +138,9 @@ def emit(row: dict, path: str | None) -> None:
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=2)
-    p.add_argument("--kinds", nargs="+", default=list(KINDS))
+    p = ArgumentParser("gpu_check", description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=2, help="optimizer steps per kind and regime")
+    p.add_argument("--kinds", nargs="+", default=list(KINDS), help="adapter kinds to check (default: all)")
     p.add_argument("--out", default=None, help="also append the JSON lines to this file")
     args = p.parse_args(argv)
     from zlora.train.distributed import cleanup, init_distributed
