@@ -35,7 +35,7 @@ class KeyDoc:
     """One line of the help: a key (or a section) with its type, default and meaning."""
     name: str
     type: str
-    default: str | None          # None: required
+    default: str | None          # None: required; "" for a section whose keys carry the defaults
     meaning: str
     section: bool = False
 
@@ -54,6 +54,20 @@ def _comment_rows(source: str) -> dict[int, tuple[int, int, str, bool]]:
     return rows
 
 
+def _parse_class(cls: type) -> tuple[dict[int, ast.AnnAssign], dict, int] | None:
+    """(fields by first row, :func:`_comment_rows`, number of rows) of ``cls``'s source, or None
+    when it cannot be read (a class built at run time, a REPL)."""
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+        klass = ast.parse(source).body[0]
+        comments = _comment_rows(source)
+    except (OSError, TypeError, SyntaxError, IndexError, tokenize.TokenError):
+        return None
+    fields = {node.lineno: node for node in getattr(klass, "body", [])
+              if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)}
+    return fields, comments, len(source.splitlines())
+
+
 def field_comments(cls: type) -> dict[str, str]:
     """{field: comment text} from ``cls``'s source; {} when the source cannot be read.
 
@@ -61,36 +75,28 @@ def field_comments(cls: type) -> dict[str, str]:
     and the comment-only lines after it that continue the trailing one (their '#' or text indented
     deeper than a leading comment of the next field would be).
     """
-    try:
-        source = textwrap.dedent(inspect.getsource(cls))
-        klass = ast.parse(source).body[0]
-        comments = _comment_rows(source)
-    except (OSError, TypeError, SyntaxError, IndexError, tokenize.TokenError):
+    parsed = _parse_class(cls)
+    if parsed is None:
         return {}
-    fields = {node.lineno: node for node in getattr(klass, "body", [])
-              if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)}
+    fields, comments, n_rows = parsed
     out: dict[str, list[str]] = {}
-    pending: list[str] = []
+    pending: list[str] = []      # comment lines waiting for the field below them
     last = None                  # (field, its indent, column of its trailing '#') while continuable
-    row, n_rows = 1, len(source.splitlines())
+    row = 1
     while row <= n_rows:
         if row in fields:
             node = fields[row]
-            trailing = [comments[r] for r in range(row, node.end_lineno + 1)
-                        if r in comments and comments[r][3]]
-            lead, trail = " ".join(pending), " ".join(c[2] for c in trailing)
-            out[node.target.id] = [_join(lead, trail, ": ")]
+            trailing = [comments[r] for r in range(row, node.end_lineno + 1) if r in comments and comments[r][3]]
+            out[node.target.id] = [_join(" ".join(pending), " ".join(c[2] for c in trailing), ": ")]
             last = (node.target.id, node.col_offset, trailing[-1][0]) if trailing else None
             pending, row = [], node.end_lineno + 1
             continue
         comment = comments.get(row)
-        if comment and not comment[3]:
-            col, text_col, text, _ = comment
-            if last and (col > last[1] or text_col >= last[2]):
-                out[last[0]].append(text)
-            else:
-                pending.append(text)
-                last = None
+        if comment and not comment[3] and last and (comment[0] > last[1] or comment[1] >= last[2]):
+            out[last[0]].append(comment[2])
+        elif comment and not comment[3]:
+            pending.append(comment[2])
+            last = None
         else:                    # a blank line or other code ends a comment block
             pending, last = [], None
         row += 1
@@ -219,24 +225,25 @@ def config_keys(cls: type, prefix: str = "", instance: Any = None) -> list[KeyDo
         if not f.init:
             continue
         name, tp = prefix + f.name, hints[f.name]
-        has_default, default = _default(f)
-        if instance is not None:
-            has_default, default = True, getattr(instance, f.name)
+        has_default, default = (True, getattr(instance, f.name)) if instance is not None else _default(f)
         section = _section_class(tp)
-        default_text = value_text(default) if has_default else None
         if section is not None:
-            optional = has_default and default is None
-            kind = f"optional section {section.__name__}" if optional else f"section {section.__name__}"
-            keys.append(KeyDoc(name, kind, default_text if has_default else None,
-                               _join(about[f.name], class_summary(section)), section=True))
-            inner = default if dataclasses.is_dataclass(default) else None
-            keys += config_keys(section, name + ".", inner)
+            keys += _section_keys(name, section, has_default, default, about[f.name])
             continue
-        keys.append(KeyDoc(name, type_text(tp), default_text, about[f.name]))
+        keys.append(KeyDoc(name, type_text(tp), value_text(default) if has_default else None, about[f.name]))
         item = _item_class(tp)
         if item is not None:
             keys += config_keys(item[1], f"{name}{item[0]}.")
     return keys
+
+
+def _section_keys(name: str, section: type, has_default: bool, default: Any, meaning: str) -> list[KeyDoc]:
+    """A section's own line (required, optional = default null, or defaulted) and then its keys."""
+    optional = has_default and default is None
+    kind = f"optional section {section.__name__}" if optional else f"section {section.__name__}"
+    head = KeyDoc(name, kind, ("null" if optional else "") if has_default else None,
+                  _join(meaning, class_summary(section)), section=True)
+    return [head] + config_keys(section, name + ".", default if dataclasses.is_dataclass(default) else None)
 
 
 # ---- the help text ---------------------------------------------------------------------------------
@@ -269,8 +276,7 @@ def format_key(key: KeyDoc) -> list[str]:
     """``  --optim.lr  float, default 2e-05`` then the meaning, wrapped and indented."""
     default = "required" if key.default is None else f"default {key.default}"
     if key.section:             # a section's defaults are those of its keys, listed next
-        head = f"  {key.name}.*  {key.type}" + (", required" if key.default is None else
-                                               ", default null" if key.default == "null" else "")
+        head = f"  {key.name}.*  {key.type}" + (f", {default}" if key.default != "" else "")
     elif "[]" in key.name:      # inside a list: only the YAML file can set it
         head = f"  {key.name}  {key.type}, {default} (YAML only)"
     else:

@@ -86,7 +86,7 @@ def test_typed_config_help_lists_every_key(verb, monkeypatch, capsys):
                 "train": "  --model.encoder.chunked  bool, default false\n      §IV-F segment-wise encoding",
                 "dump_feats": "  --nj  int, default 1\n      parallel jobs",
                 "prep_plan": "  --roots.mls  str | null, default null",
-                "synth_mini12": "  --counts.train_high  int, default 700"}[verb]
+                "synth_mini12": "--out DIR (required)"}[verb]
     assert expected in out
 
 

@@ -14,6 +14,8 @@ from zlora.data.synth.corpus import format_stats
 from zlora.utils.cli import UserError, run_main
 from zlora.utils.log import setup_logging
 
+OUT_HELP = "--out DIR (required): where the data dirs go; every other option is a key listed below."
+
 
 def split_out_arg(argv: list[str]) -> tuple[str | None, list[str]]:
     """Take ``--out DIR`` (or ``--out=DIR``) out of argv; the rest is config overrides."""
@@ -32,7 +34,8 @@ def split_out_arg(argv: list[str]) -> tuple[str | None, list[str]]:
 def main(argv: list[str]) -> int:
     setup_logging()
     out, rest = split_out_arg(argv)
-    cfg = load_config(SynthConfig, rest, description=__doc__)    # --help: the module doc + every key
+    # --help: this docstring, --out, then every key of SynthConfig
+    cfg = load_config(SynthConfig, rest, description=f"{__doc__}\n{OUT_HELP}")
     if not out:
         raise UserError("--out DIR is required (where the data dirs go)")
     stats = build_corpus(cfg, out)
