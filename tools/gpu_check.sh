@@ -53,13 +53,13 @@ if [ "$gpu" = 1 ]; then
     for regime in chunked full; do
       packs=16; [ "$regime" = full ] && packs=10
       log "real shapes: stage $stage, $regime, $packs packs, activation checkpointing"
-      timeout 240 "$PY" -m zlora.bin.bench_memory --step --stage "$stage" --regime "$regime" --packs "$packs" \
+      timeout 240 "$PY" -m zlora.bin.bench_memory --step --stage "$stage" --regime "$regime" --batch_size "$packs" \
         --steps 3 --out "$out/real_shapes.jsonl" >>"$out/real_shapes.log" 2>&1 || { status=1; log "FAILED (see $out/real_shapes.log)"; }
     done
   done
 else
   log "no CUDA device: real-shape steps skipped; a CPU smoke run (1 encoder + 1 LLM layer, 1 pack) instead"
-  "$PY" -m zlora.bin.bench_memory --step --stage 2 --regime chunked --packs 1 --steps 1 --enc_layers 1 \
+  "$PY" -m zlora.bin.bench_memory --step --stage 2 --regime chunked --batch_size 1 --steps 1 --enc_layers 1 \
     --llm_layers 1 --out "$out/real_shapes.jsonl" >>"$out/real_shapes.log" 2>&1 || { status=1; log "FAILED (see $out/real_shapes.log)"; }
 fi
 cat "$out/real_shapes.jsonl" >&2

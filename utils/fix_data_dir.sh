@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Usage: utils/fix_data_dir.sh [--langs en,fr] <data-dir>   (fixes in place; originals in <data-dir>/.backup)
+# Usage: utils/fix_data_dir.sh [--languages en,fr] <data-dir>   (fixes in place; originals in <data-dir>/.backup)
 # Thin wrapper: all logic lives in zlora/bin/fix_data_dir.py (run with --help for the options).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

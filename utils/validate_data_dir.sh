@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Usage: utils/validate_data_dir.sh [--no-text] [--no-audio-check] [--langs en,fr] <data-dir>
+# Usage: utils/validate_data_dir.sh [--no-text] [--no-audio-check] [--languages en,fr] <data-dir>
 # Thin wrapper: all logic lives in zlora/bin/validate_data_dir.py (run with --help for the options).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

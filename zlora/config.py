@@ -201,12 +201,23 @@ def set_dotted(data: dict, dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def parse_overrides(argv: Sequence[str]) -> tuple[str | None, dict]:
+HELP_FLAGS = ("-h", "--help")
+
+
+def parse_overrides(argv: Sequence[str], cls: type | None = None,
+                    description: str | None = None) -> tuple[str | None, dict]:
     """Split ``--config FILE --a.b VALUE ...`` into (config path, nested override dict).
 
     Values are parsed as YAML scalars/flow collections (``3``, ``true``, ``[1, 2]``, ``null``);
     ``--key=value`` works too. ``--local_rank`` (added by the deepspeed launcher) is ignored.
+    ``-h``/``--help`` anywhere prints every key of dataclass ``cls`` (type, default, meaning; see
+    zlora.config_help) under ``description`` (default: the verb's docstring) and exits 0: this is
+    the one place every typed-config verb passes its argv through.
     """
+    if any(a in HELP_FLAGS for a in argv):
+        from zlora.config_help import print_config_help
+
+        print_config_help(cls, description)
     config_path, overrides = None, {}
     args = list(argv)
     i = 0
@@ -245,10 +256,11 @@ def deep_merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def load_config(cls: type[T], argv: Sequence[str] | None = None) -> T:
-    """Parse ``--config file.yaml`` plus dotted overrides from ``argv`` into dataclass ``cls``."""
+def load_config(cls: type[T], argv: Sequence[str] | None = None, description: str | None = None) -> T:
+    """Parse ``--config file.yaml`` plus dotted overrides from ``argv`` into dataclass ``cls``
+    (``--help``: the keys of ``cls`` under ``description``, see :func:`parse_overrides`)."""
     argv = sys.argv[1:] if argv is None else argv
-    path, overrides = parse_overrides(argv)
+    path, overrides = parse_overrides(argv, cls, description)
     data = read_yaml(path) if path else {}
     where = str(path) if path else "config"
     return from_dict(cls, deep_merge(data, overrides), where)

@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_bench_features_quick():
     out = subprocess.run([sys.executable, "-m", "zlora.bin.bench_features", "--seconds", "1", "--n_mels", "80",
-                          "--repeats", "2"], cwd=REPO, capture_output=True, text=True, timeout=120)
+                          "--reps", "2"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     rows = [json.loads(ln) for ln in out.stdout.splitlines() if ln.strip()]
     assert len(rows) == 1 and rows[0]["bench"] == "features" and rows[0]["frames"] == 100

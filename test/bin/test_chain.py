@@ -18,6 +18,14 @@ def test_split_commands_on_the_separator():
         split_commands(["train", "--config", "x.yaml"])
 
 
+def test_own_options_take_dash_or_underscore_spellings():
+    from zlora.bin.chain import parse_args
+
+    for spelling in ("--log_dir", "--log-dir"):
+        args, commands = parse_args(["--nj", "2", spelling, "logs", "zlora.bin.a", "--x", "1"])
+        assert args.nj == 2 and args.log_dir == "logs" and commands == [["zlora.bin.a", "--x", "1"]]
+
+
 def data_dir(path, utt):
     path.mkdir()
     (path / "wav.scp").write_text(f"{utt} {utt}.wav\n")

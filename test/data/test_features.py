@@ -124,7 +124,7 @@ def test_dump_feats_bad_audio_fails_without_done(tmp_path):
 
 
 def test_bench_features_prints_json_lines(capsys):
-    bench_features.main(["--seconds", "0.5", "--n_mels", "80", "--repeats", "1"])
+    bench_features.main(["--seconds", "0.5", "--n_mels", "80", "--reps", "1"])
     rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert len(rows) == 1 and rows[0]["frames"] == 50 and rows[0]["max_abs_diff"] < 1e-4
     assert rows[0]["ours_ms"] > 0 and rows[0]["hf_ms"] > 0

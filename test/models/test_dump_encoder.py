@@ -32,7 +32,7 @@ def setup(tmp_path):
 def test_dump_encoder_writes_bottom_layer_states(setup):
     tmp, mats = setup
     out = tmp / "enc2"
-    args = ["--whisper", str(tmp / "whisper"), "--feats", str(tmp / "feats/feats.scp"),
+    args = ["--whisper_dir", str(tmp / "whisper"), "--feats", str(tmp / "feats/feats.scp"),
             "--layers", "2", "--out", str(out), "--batch_size", "2"]
     assert main(args) == 0
     assert (out / ".done").is_file()
@@ -64,7 +64,7 @@ def test_dump_encoder_writes_bottom_layer_states(setup):
 
 def test_encoder_state_overlay_changes_the_cache_and_bad_input_fails(setup):
     tmp, mats = setup
-    base = ["--whisper", str(tmp / "whisper"), "--feats", str(tmp / "feats/feats.scp"), "--layers", "1"]
+    base = ["--whisper_dir", str(tmp / "whisper"), "--feats", str(tmp / "feats/feats.scp"), "--layers", "1"]
     main(base + ["--out", str(tmp / "a")])
     save_file({"encoder.conv1.bias": torch.ones(32), "projector.x": torch.zeros(1)}, str(tmp / "s1.safetensors"))
     main(base + ["--out", str(tmp / "b"), "--encoder_state", str(tmp / "s1.safetensors")])
@@ -75,14 +75,14 @@ def test_encoder_state_overlay_changes_the_cache_and_bad_input_fails(setup):
     with kaldiio.WriteHelper(f"ark,scp:{tmp}/bad.ark,{tmp}/bad.scp") as w:
         w("u", np.zeros((10, 40), dtype=np.float32))
     with pytest.raises(UserError, match="utterance u has a matrix of shape"):
-        main(["--whisper", str(tmp / "whisper"), "--feats", str(tmp / "bad.scp"), "--layers", "1",
+        main(["--whisper_dir", str(tmp / "whisper"), "--feats", str(tmp / "bad.scp"), "--layers", "1",
               "--out", str(tmp / "d")])
     assert not (tmp / "d" / ".done").exists() and not (tmp / "d" / "feats.scp").exists()
 
 
 def test_two_layer_counts_in_one_pass_equal_separate_dumps(setup):
     tmp, _ = setup
-    common = ["--whisper", str(tmp / "whisper"), "--feats", str(tmp / "feats/feats.scp"), "--batch_size", "2"]
+    common = ["--whisper_dir", str(tmp / "whisper"), "--feats", str(tmp / "feats/feats.scp"), "--batch_size", "2"]
     assert main(common + ["--layers", "1", "2", "--out", str(tmp / "a1"), str(tmp / "a2")]) == 0
     assert main(common + ["--layers", "2", "--out", str(tmp / "b2")]) == 0
     one, sep = kaldiio.load_scp(str(tmp / "a2/feats.scp")), kaldiio.load_scp(str(tmp / "b2/feats.scp"))
@@ -98,7 +98,7 @@ def test_workers_write_the_same_cache_as_one_process(setup):
     import sys
 
     tmp, _ = setup
-    common = ["--whisper", str(tmp / "whisper"), "--feats", str(tmp / "feats/feats.scp"), "--batch_size", "1"]
+    common = ["--whisper_dir", str(tmp / "whisper"), "--feats", str(tmp / "feats/feats.scp"), "--batch_size", "1"]
     assert main(common + ["--layers", "1", "2", "--out", str(tmp / "a1"), str(tmp / "a2")]) == 0
     (tmp / "w2").mkdir()
     (tmp / "w2/feats.ark").write_bytes(b"left by an older dump with --nj 1")

@@ -92,14 +92,14 @@ def test_extract_lid_cli(tiny_whisper, tmp_path, capsys, keep_logging):
     d, model = tiny_whisper
     out, png = tmp_path / "lid.safetensors", tmp_path / "lid.png"
     with pytest.raises(SystemExit) as e:
-        run_main(main, ["--whisper", str(d), "--langs", "ja,en", "--center", "--heatmap", str(png), str(out)])
+        run_main(main, ["--whisper_dir", str(d), "--languages", "ja,en", "--center", "--heatmap", str(png), str(out)])
     assert e.value.code == 0 and png.is_file()
     with safe_open(str(out), "pt") as f:
         assert sorted(f.keys()) == ["en", "ja"]
         assert f.metadata()["languages"] == '["ja", "en"]' and f.metadata()["center"] == "true"
         torch.testing.assert_close(f.get_tensor("ja"), lid_embeddings(d, ["ja"], center=True)["ja"])
     with pytest.raises(SystemExit) as e:
-        run_main(main, ["--whisper", str(d), "--langs", "en,klingon", str(tmp_path / "x.safetensors")])
+        run_main(main, ["--whisper_dir", str(d), "--languages", "en,klingon", str(tmp_path / "x.safetensors")])
     assert e.value.code == 2 and "klingon" in capsys.readouterr().err
     assert not (tmp_path / "x.safetensors").exists()
 

@@ -229,7 +229,7 @@ def test_punctuation_only_transcript_is_skipped_in_training_and_excluded_from_sc
     hyp.write_text("".join(f"{line.split()[0]} hello\n" for line in text))
     out = tmp_path / "score"
     code, err = run_cli(score_main, ["--ref", data / "text", "--hyp", hyp, "--utt2lang", data / "utt2lang",
-                                     "--outdir", out])
+                                     "--out", out])
     assert code == 0, err
     result = json.loads((out / "result.json").read_text())
     assert result["en"]["utts"] == 2 and result["fr"]["utts"] == 3
@@ -246,7 +246,7 @@ def test_non_utf8_text_stops_training_and_scoring_naming_file_and_line(tmp_path,
     code, err = run_cli(train_main, ["--config", write_config(tmp_path / "c.yaml", cfg)])
     assert code == 2 and f"{data / 'text'}:3: not valid UTF-8" in error_line(err)
     code, err = run_cli(score_main, ["--ref", data / "text", "--hyp", data / "text", "--utt2lang",
-                                     data / "utt2lang", "--outdir", tmp_path / "s"])
+                                     data / "utt2lang", "--out", tmp_path / "s"])
     assert code == 2 and f"{data / 'text'}:3: not valid UTF-8" in error_line(err)
     assert not (tmp_path / "s" / "result.json").exists()
 

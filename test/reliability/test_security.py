@@ -110,7 +110,7 @@ def test_recipe_style_utils_calls_work_under_paths_with_spaces(tmp_path):
     script.write_text(textwrap.dedent("""\
         #!/usr/bin/env bash
         set -euo pipefail
-        utils/validate_data_dir.sh --langs en,fr "data/train set"
+        utils/validate_data_dir.sh --languages en,fr "data/train set"
         utils/subset_data_dir.sh --utt-list "keep list" "data/train set" "data/sub set"
         utils/validate_data_dir.sh "data/sub set"
     """))

@@ -137,7 +137,7 @@ def test_cli_writes_exact_schema_errs_summary_and_meta(files, capsys):
     tmp, ref, u2l = files
     hyp = _write(tmp, "hyp", "u1 Red, green, BLUE!\nu2 四五七\nu3 alpha\n")
     out = tmp / "score"
-    assert score_cli.main(["--ref", str(ref), "--hyp", str(hyp), "--utt2lang", str(u2l), "--outdir", str(out),
+    assert score_cli.main(["--ref", str(ref), "--hyp", str(hyp), "--utt2lang", str(u2l), "--out", str(out),
                            "--method", "Vanilla-LoRA", "--regime", "chunked", "--seed", "3"]) == 0
     result = json.loads((out / "result.json").read_text())
     assert list(result) == ["en", "zh"]
@@ -165,7 +165,7 @@ def test_cli_bad_input_exits_2_with_one_line(files, capsys):
     hyp = _write(tmp, "hyp", "")
     with pytest.raises(SystemExit) as e:
         run_main(score_cli.main, ["--ref", str(ref), "--hyp", str(hyp), "--utt2lang", str(u2l),
-                                  "--outdir", str(tmp / "o")])
+                                  "--out", str(tmp / "o")])
     assert e.value.code == 2
     assert f"hypothesis file {hyp} is empty" in capsys.readouterr().err
     assert not (tmp / "o" / "result.json").exists()

@@ -37,15 +37,16 @@ class AdapterConfig:
     instance).
     """
 
-    kind: str = "lora"
-    rank: int = 32
-    alpha: float = 64.0
+    kind: str = "lora"                                     # the adapter kind (zlora.adapters.registry)
+    rank: int = 32                                         # LoRA rank r
+    alpha: float = 64.0                                    # scaling: update x alpha / r
+    # order = language indices; in a training config it defaults to the top-level languages
     languages: list[str] = field(default_factory=list)
     # Regex matched with re.fullmatch against qualified module names (like PEFT's string form);
     # every matching nn.Linear is wrapped.
     target_modules: str = r".*"
-    dropout: float = 0.0
-    seed: int = 0
+    dropout: float = 0.0                                   # dropout on the adapter branch's input
+    seed: int = 0                                          # seeds the adapters' initialisation
     init_b_from: Optional[str] = None                     # converged zipper-soft/-hard adapter file
     init_router_from: Optional[str] = None                # adapter file to take routers from
     init_a_from_b_file: bool = False                      # also copy shared A (not in the paper)

@@ -29,7 +29,7 @@ from torch import nn
 
 from zlora.adapters import (KINDS, AdapterConfig, apply_adapters, count_trainable_parameters,
                             language_context, merge_for_language, named_adapter_layers)
-from zlora.utils.cli import run_main
+from zlora.utils.cli import ArgumentParser, run_main
 
 SECTIONS = ("params", "kinds", "peft", "merged", "mixed_inference", "scaling")
 TARGETS = {"homogeneous": 1.05, "mixed": 1.15, "ours_vs_peft": 1.0, "merged_vs_base": 1.02,
@@ -287,17 +287,17 @@ def bench_scaling(base: nn.Module, shapes: Shapes, args, out) -> None:
 
 # ---- CLI ----------------------------------------------------------------------------------------
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m zlora.bin.bench_adapters", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser("bench_adapters", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="tiny shapes, few reps (smoke run)")
     p.add_argument("--rows", type=int, default=12, help="batch rows (utterances); >= 12 for mixed")
     p.add_argument("--tokens_per_row", type=int, default=32, help="frames per row")
     p.add_argument("--reps", type=int, default=7, help="timed repetitions per variant")
     p.add_argument("--pair_reps", type=int, default=21,
                    help="repetitions for the two-variant comparisons (ours vs PEFT, merged vs base)")
-    p.add_argument("--scaling_reps", type=int, default=5)
+    p.add_argument("--scaling_reps", type=int, default=5, help="repetitions of the scaling section")
     p.add_argument("--scaling_languages", type=lambda s: [int(v) for v in s.split(",")],
-                   default=[2, 6, 12, 24, 48])
+                   default=[2, 6, 12, 24, 48], help="comma-separated language counts of the scaling section")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadiest on a shared CPU)")
     p.add_argument("--sections", default=",".join(SECTIONS),
                    help=f"comma-separated subset of {','.join(SECTIONS)}")

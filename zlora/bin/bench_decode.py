@@ -1,8 +1,8 @@
 """Benchmark: batched greedy decoding with a KV cache vs batch size 1, and beam search vs greedy
 (issue 11, item 3).
 
-    python -m zlora.bin.bench_decode [--kind zipper-soft] [--utts 32] [--batch 32] [--new_tokens 20]
-                                     [--beam 4] [--reps 5] [--threads 1] [--quick]
+    python -m zlora.bin.bench_decode [--kind zipper-soft] [--utts 32] [--batch_size 32] [--new_tokens 20]
+                                     [--beam_size 4] [--reps 5] [--threads 1] [--quick]
 
 Model: the mini12 stage-2 model of ``zlora.bin.bench_train`` (Whisper-base-shaped encoder with the
 bottom 4 layers cached and adapters of rank 16 on the top 2, gated-conv projector, 4-layer Qwen3-style
@@ -16,8 +16,8 @@ tokenizer proxy whose ``eos_id`` is -1 (no argmax/top-k ever yields -1). Every h
 exactly ``--new_tokens`` tokens (checked), so every variant does the same amount of work.
 
 Variants, run interleaved in each repetition (rotating order), medians reported:
-``greedy_b1`` (one utterance per call), ``greedy_bN`` (batches of ``--batch``), ``beam_bN``
-(beam ``--beam``, same batches), and ``encode_b1`` / ``encode_bN``: the speech encoder + projector
+``greedy_b1`` (one utterance per call), ``greedy_bN`` (batches of ``--batch_size``), ``beam_bN``
+(beam ``--beam_size``, same batches), and ``encode_b1`` / ``encode_bN``: the speech encoder + projector
 alone on the same batches, to split the speed-up into its compute-bound encoder part and its
 LLM (prefill + token steps) part. Wall and process CPU time are both reported.
 RTF = decode wall time / audio seconds. One JSON object per line.
@@ -37,7 +37,7 @@ import torch
 
 from zlora.bin.bench_train import (MINI12_LANGS, WHISPER_BASE, WHISPER_TINYTEST, machine_info,
                                    stage2_config, synth_corpus)
-from zlora.utils.cli import run_main
+from zlora.utils.cli import ArgumentParser, run_main
 
 
 class NoEOSTokenizer:
@@ -111,18 +111,20 @@ def run_variant(model, batch_list, options, new_tokens: int) -> tuple[float, flo
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="bench_decode", description=__doc__.splitlines()[0])
-    p.add_argument("--kind", default="zipper-soft")
-    p.add_argument("--utts", type=int, default=32)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--new_tokens", type=int, default=20)
-    p.add_argument("--beam", type=int, default=4)
-    p.add_argument("--reps", type=int, default=5)
-    p.add_argument("--threads", type=int, default=1)
+    p = ArgumentParser("bench_decode", description=__doc__.splitlines()[0])
+    p.add_argument("--kind", default="zipper-soft", help="encoder adapter kind of the model")
+    p.add_argument("--utts", type=int, default=32, help="synthetic utterances decoded per variant")
+    p.add_argument("--batch_size", type=int, default=32, help="utterances per batched generate call")
+    p.add_argument("--new_tokens", type=int, default=20, help="tokens generated per utterance (forced)")
+    p.add_argument("--beam_size", type=int, default=4, help="beam of the beam-search variant")
+    p.add_argument("--reps", type=int, default=5, help="timed repetitions (medians are reported)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--quick", action="store_true", help="smoke run: tiny encoder, 8 utterances, 1 rep")
+    p.add_alias("--batch", "--batch_size")
+    p.add_alias("--beam", "--beam_size")
     args = p.parse_args(argv)
     if args.quick:
-        args.utts, args.batch, args.new_tokens, args.reps = 8, 8, 5, 1
+        args.utts, args.batch_size, args.new_tokens, args.reps = 8, 8, 5, 1
     return args
 
 
@@ -141,13 +143,13 @@ def main(argv: list[str]) -> int:
         items = load_inputs(corpus, args.utts)
     audio = sum(s for _, _, s in items)
     common = dict(max_new_tokens=args.new_tokens, max_len_ratio=None, repetition_max=0)
+    bs, width = args.batch_size, args.beam_size
     variants = {"greedy_b1": (batches(items, 1), DecodingOptions(beam_size=1, **common)),
-                f"greedy_b{args.batch}": (batches(items, args.batch), DecodingOptions(beam_size=1, **common)),
-                f"beam{args.beam}_b{args.batch}": (batches(items, args.batch),
-                                                   DecodingOptions(beam_size=args.beam, **common))}
+                f"greedy_b{bs}": (batches(items, bs), DecodingOptions(beam_size=1, **common)),
+                f"beam{width}_b{bs}": (batches(items, bs), DecodingOptions(beam_size=width, **common))}
     # The encoder + projector alone, same batches: the part batching cannot shrink (compute-bound).
     variants["encode_b1"] = (variants["greedy_b1"][0], None)
-    variants[f"encode_b{args.batch}"] = (variants[f"greedy_b{args.batch}"][0], None)
+    variants[f"encode_b{bs}"] = (variants[f"greedy_b{bs}"][0], None)
     runner = {n: (run_encode if n.startswith("encode") else run_variant) for n in variants}
     names = list(variants)
     for name in names:                                     # warm-up

@@ -1,15 +1,14 @@
 """Benchmark: our torch Whisper log-mel vs transformers' WhisperFeatureExtractor, side by side.
 
-Usage: python -m zlora.bin.bench_features [--seconds 1,5,20] [--n_mels 80,128] [--repeats 20]
+Usage: python -m zlora.bin.bench_features [--seconds 1,5,20] [--n_mels 80,128] [--reps 20]
                                           [--threads 1]
 Prints one JSON object per line (per n_mels x duration): milliseconds per call for both (median of
-``repeats``), milliseconds per audio-second, our speed-up, and the max abs difference of the outputs
+``reps``), milliseconds per audio-second, our speed-up, and the max abs difference of the outputs
 on the same audio. The extractor is called on one utterance with padding="longest" (no 30 s
 padding) and truncation=False, i.e. the fair comparison; both run in this process, interleaved.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 
 from zlora.data.features import log_mel
-from zlora.utils.cli import run_main
+from zlora.utils.cli import ArgumentParser, run_main
 
 
 def synth_speechlike(seconds: float, seed: int = 0) -> np.ndarray:
@@ -62,11 +61,12 @@ def bench_one(extractor, wave: np.ndarray, n_mels: int, repeats: int) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="bench_features", description=__doc__.splitlines()[0])
-    p.add_argument("--seconds", default="1,5,20")
-    p.add_argument("--n_mels", default="80,128")
-    p.add_argument("--repeats", type=int, default=20)
-    p.add_argument("--threads", type=int, default=1)
+    p = ArgumentParser("bench_features", description=__doc__.splitlines()[0])
+    p.add_argument("--seconds", default="1,5,20", help="comma-separated utterance durations (s)")
+    p.add_argument("--n_mels", default="80,128", help="comma-separated mel bin counts")
+    p.add_argument("--reps", type=int, default=20, help="timed calls per case (the median is reported)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_alias("--repeats", "--reps")
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
@@ -77,7 +77,7 @@ def main(argv: list[str]) -> int:
     for n_mels in (int(v) for v in args.n_mels.split(",")):
         extractor = WhisperFeatureExtractor(feature_size=n_mels)
         for secs in (float(v) for v in args.seconds.split(",")):
-            row = bench_one(extractor, synth_speechlike(secs), n_mels, args.repeats)
+            row = bench_one(extractor, synth_speechlike(secs), n_mels, args.reps)
             print(json.dumps({**row, **machine}), flush=True)
     return 0
 

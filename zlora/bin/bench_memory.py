@@ -2,7 +2,7 @@
 Qwen3-1.7B shapes), and one real-shape training step on a GPU.
 
     python -m zlora.bin.bench_memory [--stages 1 2] [--regimes chunked full] [--n_gpus 4]
-    python -m zlora.bin.bench_memory --step [--packs 16] [--steps 3]   # on a GPU: tools/gpu_check.sh
+    python -m zlora.bin.bench_memory --step [--batch_size 16] [--steps 3]   # on a GPU: tools/gpu_check.sh
 
 **Model (default, runs on a CPU).** The saved-activation bytes of one 2048-token pack are
 counted exactly with ``torch.autograd.graph.saved_tensors_hooks`` during a bf16 forward of our own
@@ -25,14 +25,13 @@ trainable parameter), both sharded, and two reduce buckets (conf/deepspeed/zero2
 parameter counts come from building the full model on the meta device.
 
 **Step (``--step``).** Builds the full model (or ``--enc_layers/--llm_layers``) on the GPU if
-there is one (else the CPU), trains ``--steps`` steps of ``--packs`` packs per micro-batch through zlora's DeepSpeed engine
-(ZeRO-2, bf16, one rank) and prints peak device memory, tokens/s, encoder frames/s and MFU
-(zlora.train.telemetry). On a CPU only tiny layer counts are practical (the code path is tested).
-One JSON object per line.
+there is one (else the CPU), trains ``--steps`` steps of ``--batch_size`` packs per micro-batch
+through zlora's DeepSpeed engine (ZeRO-2, bf16, one rank) and prints peak device memory, tokens/s,
+encoder frames/s and MFU (zlora.train.telemetry). On a CPU only tiny layer counts are practical
+(the code path is tested). One JSON object per line.
 """
 from __future__ import annotations
 
-import argparse
 import gc
 import tempfile
 import time
@@ -42,7 +41,7 @@ import numpy as np
 import torch
 
 from zlora.bin.gpu_check import emit
-from zlora.utils.cli import run_main
+from zlora.utils.cli import ArgumentParser, run_main
 
 LANGS = ["en", "fr", "th", "zh"]
 STAGE2_KIND = "zipper-soft"
@@ -205,7 +204,7 @@ def model_row(sp: str, stage: int, regime: str, pack: list, n_gpus: int, device_
 
 # ---- a real training step ---------------------------------------------------------------------------
 def step_row(sp: str, args) -> dict:
-    """--steps DeepSpeed ZeRO-2 bf16 steps of --packs packs on --device (one rank)."""
+    """--steps DeepSpeed ZeRO-2 bf16 steps of --batch_size packs on --device (one rank)."""
     from zlora.config import from_dict
     from zlora.train.config import TrainConfig
     from zlora.train.distributed import init_distributed
@@ -214,18 +213,19 @@ def step_row(sp: str, args) -> dict:
 
     chunked = args.regime == "chunked"
     dist = init_distributed(None, 600)
-    model = build(sp, args.stage, chunked, args.ckpt, args.enc_layers, args.llm_layers, device=dist.device)
+    model = build(sp, args.stage, chunked, args.activation_checkpointing, args.enc_layers, args.llm_layers,
+                  device=dist.device)
     cfg = from_dict(TrainConfig, {
         "exp_dir": "unused", "languages": LANGS, "stage": 1, "model": {"encoder": {"config": {}},
         "llm": {"config": {"model_type": "qwen3"}, "tokenizer": "x"}},
-        "data": {"train": "unused", "train_feats": "unused", "batch_size": args.packs},
+        "data": {"train": "unused", "train_feats": "unused", "batch_size": args.batch_size},
         "optim": {"lr": 2e-5, "max_steps": args.steps}, "engine": {"engine": "deepspeed", "bf16": True}}, "bench")
     engine = DeepSpeedEngine(model, cfg, dist)
     tele = StepTelemetry(engine.model, dist.device)
     pack = sample_pack()
     times, rows = [], []
     for s in range(args.steps):
-        batch = pack_batch(pack, args.packs, 151936, chunked, seed=s)
+        batch = pack_batch(pack, args.batch_size, 151936, chunked, seed=s)
         tele.start()
         t0 = time.perf_counter()
         engine.micro_step(batch, last=True)
@@ -233,31 +233,34 @@ def step_row(sp: str, args) -> dict:
         if dist.device.type == "cuda":
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0
-        tokens = args.packs * sum(u.n_tokens for u in pack)
+        tokens = args.batch_size * sum(u.n_tokens for u in pack)
         rows.append({"step_s": dt, "tokens_per_s": tokens / dt,
-                     **tele.metrics(dt, 0.0, args.packs * 2048, 2048)})
+                     **tele.metrics(dt, 0.0, args.batch_size * 2048, 2048)})
     last = rows[-1]
     return {"step": True, "device": str(dist.device), "stage": args.stage, "regime": args.regime,
-            "ckpt": args.ckpt, "packs": args.packs, "enc_layers": args.enc_layers or 32,
+            "ckpt": args.activation_checkpointing, "packs": args.batch_size, "enc_layers": args.enc_layers or 32,
             "llm_layers": args.llm_layers or 28, **{k: (round(v, 4) if isinstance(v, float) else v)
                                                      for k, v in last.items()}}
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--stages", type=int, nargs="+", default=[1, 2])
-    p.add_argument("--regimes", nargs="+", default=["chunked", "full"])
+    p = ArgumentParser("bench_memory", description=__doc__.splitlines()[0])
+    p.add_argument("--stages", type=int, nargs="+", default=[1, 2], help="training stages to model")
+    p.add_argument("--regimes", nargs="+", default=["chunked", "full"], help="encoder regimes to model")
     p.add_argument("--n_gpus", type=int, default=4, help="ZeRO-2 data-parallel ranks (paper: 4)")
-    p.add_argument("--device_gb", type=float, default=80.0)
+    p.add_argument("--device_gb", type=float, default=80.0, help="device memory (GB) for packs_that_fit")
     p.add_argument("--step", action="store_true", help="run real training steps instead of the model")
-    p.add_argument("--stage", type=int, default=1)
-    p.add_argument("--regime", default="chunked")
-    p.add_argument("--ckpt", type=lambda s: s.lower() == "true", default=True)
-    p.add_argument("--packs", type=int, default=16)
-    p.add_argument("--steps", type=int, default=3)
-    p.add_argument("--enc_layers", type=int, default=None)
-    p.add_argument("--llm_layers", type=int, default=None)
+    p.add_argument("--stage", type=int, default=1, help="--step: training stage (1 or 2)")
+    p.add_argument("--regime", default="chunked", help="--step: encoder regime (chunked or full)")
+    p.add_argument("--activation_checkpointing", type=lambda s: s.lower() == "true", default=True,
+                   help="--step: true|false, recompute encoder and LLM layers in backward")
+    p.add_argument("--batch_size", type=int, default=16, help="--step: packs per micro-batch")
+    p.add_argument("--steps", type=int, default=3, help="--step: optimizer steps")
+    p.add_argument("--enc_layers", type=int, default=None, help="--step: encoder layers (default: all 32)")
+    p.add_argument("--llm_layers", type=int, default=None, help="--step: LLM layers (default: all 28)")
     p.add_argument("--out", default=None, help="also append the JSON lines to this file")
+    p.add_alias("--ckpt", "--activation_checkpointing")
+    p.add_alias("--packs", "--batch_size")
     args = p.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     with tempfile.TemporaryDirectory() as tmp:

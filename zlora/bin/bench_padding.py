@@ -15,13 +15,12 @@ audio and no model run (the grouping is a function of the lengths). One JSON obj
 """
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
 import torch
 
-from zlora.utils.cli import run_main
+from zlora.utils.cli import ArgumentParser, run_main
 
 # Synthetic stand-ins for the corpora's utterance durations (seconds): not the real
 # distributions, but their published shapes: LibriSpeech train segments mostly 10-17 s (mean
@@ -89,12 +88,12 @@ def efficiency(batches: list[list], chunked: bool, max_groups: int, target: floa
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--batches", type=int, default=300)
+    p = ArgumentParser("bench_padding", description=__doc__.splitlines()[0])
+    p.add_argument("--batches", type=int, default=300, help="micro-batches measured per configuration")
     p.add_argument("--utts", type=int, default=20000, help="utterances drawn per distribution")
-    p.add_argument("--max_groups", type=int, default=8)
-    p.add_argument("--group_target", type=float, default=0.95)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max_groups", type=int, default=8, help="as model.encoder.max_groups")
+    p.add_argument("--group_target", type=float, default=0.95, help="as model.encoder.group_target")
+    p.add_argument("--seed", type=int, default=0, help="seeds the durations, packing and chunk draws")
     args = p.parse_args(argv)
     for dist in DISTRIBUTIONS:
         utts = utterances(dist, args.utts, np.random.default_rng(args.seed))

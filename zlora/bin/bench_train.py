@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from zlora.adapters import KINDS
-from zlora.utils.cli import run_main
+from zlora.utils.cli import ArgumentParser, run_main
 
 MINI12_LANGS = ["de", "es", "fr", "ru", "vi", "it", "en", "zh", "ar", "ja", "ko", "pt"]
 ENC_FRAMES_PER_S = 50          # cached encoder states: Whisper's 2x conv over 100 mel frames/s
@@ -258,14 +258,14 @@ def run_memory_children(kinds: list[str], root: Path, args) -> None:
 
 # ---- main ------------------------------------------------------------------------------------------
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="bench_train", description=__doc__.splitlines()[0])
-    p.add_argument("--kinds", default=",".join(KINDS))
-    p.add_argument("--reps", type=int, default=7)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--utts_per_lang", type=int, default=40)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--memory_steps", type=int, default=3)
-    p.add_argument("--no_memory", action="store_true")
+    p = ArgumentParser("bench_train", description=__doc__.splitlines()[0])
+    p.add_argument("--kinds", default=",".join(KINDS), help="comma-separated adapter kinds")
+    p.add_argument("--reps", type=int, default=7, help="timed repetitions (medians are reported)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed repetitions first")
+    p.add_argument("--utts_per_lang", type=int, default=40, help="synthetic utterances per language")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--memory_steps", type=int, default=3, help="steps of each peak-memory child process")
+    p.add_argument("--no_memory", action="store_true", help="skip the peak-memory measurement")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: tiny encoder (d 64), 2 kinds, 1 rep, few utterances")
     p.add_argument("--memory_child", default=None, help=argparse.SUPPRESS)

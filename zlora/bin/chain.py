@@ -40,7 +40,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from zlora.utils.cli import UserError, run_main
+from zlora.utils.cli import ArgumentParser, UserError, canonical_option, run_main
 from zlora.utils.log import get_logger, setup_logging
 
 log = get_logger("chain")
@@ -58,10 +58,10 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[list[str]]]:
     head = []                 # the chain's own options: everything before the first command
     while argv and argv[0].startswith("-") and argv[0] != SEPARATOR:
         head.append(argv.pop(0))
-        if head[-1] in VALUE_OPTIONS and argv:
+        if canonical_option(head[-1]) in VALUE_OPTIONS and argv:     # --log-dir too
             head.append(argv.pop(0))
-    p = argparse.ArgumentParser(prog="python -m zlora.bin.chain", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser("chain", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--nj", type=int, default=1, help="commands running at once (default 1: in order)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads per command when --nj > 1 (default: cores / nj)")

@@ -9,11 +9,10 @@ the log says so. spk2utt is rebuilt.
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from zlora.data.kaldi import PER_UTT_FILES, DataDirError, load_tables, write_tables
-from zlora.utils.cli import run_main
+from zlora.utils.cli import ArgumentParser, run_main
 from zlora.utils.log import get_logger, setup_logging
 
 log = get_logger("combine_data")
@@ -46,9 +45,9 @@ def merge_into(merged: dict[str, dict[str, str]], origin: dict[tuple[str, str], 
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="combine_data.sh", description=__doc__.splitlines()[0])
-    p.add_argument("dst")
-    p.add_argument("srcs", nargs="+")
+    p = ArgumentParser("combine_data", prog="combine_data.sh", description=__doc__.splitlines()[0])
+    p.add_argument("dst", help="output data dir (must not be one of the sources)")
+    p.add_argument("srcs", nargs="+", help="source data dirs (utterance ids unique across them)")
     args = p.parse_args(argv)
     setup_logging()
     srcs = [Path(s) for s in args.srcs]

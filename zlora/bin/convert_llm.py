@@ -8,15 +8,13 @@ the tokenizer. The weights are 4-bit-rounded, not the original release. Atomic a
 """
 from __future__ import annotations
 
-import argparse
-
 from zlora.models.pretrained import convert_smollm2
-from zlora.utils.cli import run_main
+from zlora.utils.cli import ArgumentParser, run_main
 from zlora.utils.log import setup_logging
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="convert_llm", description=__doc__.splitlines()[0])
+    parser = ArgumentParser("convert_llm", description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", help="output Hugging Face checkpoint dir (created atomically)")
     args = parser.parse_args(argv)
     setup_logging()

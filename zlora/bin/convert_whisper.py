@@ -9,15 +9,13 @@ tokenizer and preprocessor_config.json. Atomic (built in a temp dir, then rename
 """
 from __future__ import annotations
 
-import argparse
-
 from zlora.models.pretrained import convert_whisper
-from zlora.utils.cli import run_main
+from zlora.utils.cli import ArgumentParser, run_main
 from zlora.utils.log import setup_logging
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="convert_whisper", description=__doc__.splitlines()[0])
+    parser = ArgumentParser("convert_whisper", description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", help="output Hugging Face checkpoint dir (created atomically)")
     args = parser.parse_args(argv)
     setup_logging()

@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import argparse
 
-from zlora.utils.cli import UserError, run_main
+from zlora.utils.cli import ArgumentParser, UserError, run_main
 from zlora.utils.io import atomic_save_file
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m zlora.bin.dump_embeddings", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--exp", required=True)
+    p = ArgumentParser("dump_embeddings", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--exp", required=True, help="training exp dir (uses EXP/final)")
     p.add_argument("--data", required=True, help="Kaldi data dir (utt2lang)")
     p.add_argument("--feats", required=True, help="features the model reads (mel or encoder cache)")
     p.add_argument("--out", required=True, help=".safetensors to write")
-    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--batch_size", type=int, default=32, help="utterances per forward")
     args = p.parse_args(argv)
     vectors = embed(args)
     from safetensors.torch import save_file

@@ -34,10 +34,10 @@ OUTPUTS = ("feats.ark", "feats.scp", "utt2num_frames", "config.yaml", ".done")
 
 @dataclass
 class DumpFeatsConfig:
-    data: str
-    out: str
-    n_mels: int = 80
-    nj: int = 1
+    data: str           # Kaldi data dir (wav.scp; segments optional)
+    out: str            # output dir (feats.ark, feats.scp, utt2num_frames)
+    n_mels: int = 80    # mel bins: 80 (Whisper up to large-v2) or 128 (large-v3)
+    nj: int = 1         # parallel jobs (processes)
 
 
 def source_fingerprint(data: str) -> str:

@@ -10,13 +10,12 @@ The original files are kept in DIR/.backup/. Audio is not decoded (validate_data
 """
 from __future__ import annotations
 
-import argparse
 import shutil
 from pathlib import Path
 
 from zlora.data.kaldi import (ALL_FILES, KNOWN_LANGS, PER_UTT_FILES, DataDirError, filter_tables,
                               read_lenient, write_tables)
-from zlora.utils.cli import run_main
+from zlora.utils.cli import ArgumentParser, run_main
 
 
 def read_dir(path: Path) -> tuple[dict[str, dict[str, str]], list[str]]:
@@ -66,15 +65,17 @@ def report(path: Path, n_total: int, reasons: dict[str, list[str]], problems: li
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="fix_data_dir.sh", description=__doc__.splitlines()[0])
-    p.add_argument("data")
-    p.add_argument("--langs", default=None, help="comma-separated allowed language codes")
+    p = ArgumentParser("fix_data_dir", prog="fix_data_dir.sh", description=__doc__.splitlines()[0])
+    p.add_argument("data", help="the data directory (fixed in place)")
+    p.add_argument("--languages", default=None,
+                   help="comma-separated language codes allowed in utt2lang (default: Whisper's)")
+    p.add_alias("--langs", "--languages")
     args = p.parse_args(argv)
     path = Path(args.data)
     if not path.is_dir():
         raise DataDirError(f"{path}: data directory does not exist")
     tables, problems = read_dir(path)
-    known = set(args.langs.split(",")) if args.langs else set(KNOWN_LANGS)
+    known = set(args.languages.split(",")) if args.languages else set(KNOWN_LANGS)
     reasons = drop_reasons(tables, known)
     keep = [u for u in tables["utt2spk"] if u not in reasons]
     n_total = len(keep) + len(reasons)  # every id of any per-utterance file is kept or dropped

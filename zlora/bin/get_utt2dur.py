@@ -5,16 +5,14 @@ Durations come from segments when present, else from the audio headers (``cmd |`
 """
 from __future__ import annotations
 
-import argparse
-
 from zlora.data.audio import utterance_durations
 from zlora.data.kaldi import DataDir, write_kv
-from zlora.utils.cli import run_main
+from zlora.utils.cli import ArgumentParser, run_main
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="get_utt2dur.sh", description=__doc__.splitlines()[0])
-    p.add_argument("data")
+    p = ArgumentParser("get_utt2dur", prog="get_utt2dur.sh", description=__doc__.splitlines()[0])
+    p.add_argument("data", help="the data directory (utt2dur is written into it)")
     p.add_argument("--force", action="store_true", help="recompute even if utt2dur exists")
     args = p.parse_args(argv)
     dd = DataDir(args.data)

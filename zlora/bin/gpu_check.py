@@ -12,7 +12,6 @@ exit status 1 if any check failed.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import tempfile
@@ -22,7 +21,7 @@ from pathlib import Path
 import torch
 
 from zlora.adapters.registry import kinds
-from zlora.utils.cli import run_main
+from zlora.utils.cli import ArgumentParser, run_main
 
 LANGS = ["en", "fr", "de"]
 TARGET = r"layers\.(1|2)\.(self_attn\.(q_proj|v_proj)|fc1|fc2)"
@@ -137,8 +136,8 @@ def emit(row: dict, path: str | None) -> None:
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=2)
+    p = ArgumentParser("gpu_check", description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=2, help="optimizer steps per kind and regime")
     p.add_argument("--kinds", nargs="+", default=list(kinds()), help="adapter kinds (default: every registered one)")
     p.add_argument("--out", default=None, help="also append the JSON lines to this file")
     args = p.parse_args(argv)

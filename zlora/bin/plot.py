@@ -19,38 +19,40 @@ from pathlib import Path
 from zlora.scoring import plots
 from zlora.scoring.report import group_runs, load_run, mean_rates
 from zlora.scoring.textio import read_utt2lang
-from zlora.utils.cli import UserError, run_main
+from zlora.utils.cli import ArgumentParser, UserError, run_main
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m zlora.bin.plot", description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="figure", required=True)
+    p = ArgumentParser("plot", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="figure", required=True, help="the figure to draw")
     for name, helptext in (("radar", "Fig. 5: 1 - WER/CER per language"),
                            ("relchange", "Fig. 6: relative change vs a baseline")):
         s = sub.add_parser(name, help=helptext)
-        s.add_argument("--langs", default="", help="comma-separated language order (default: sorted)")
-        s.add_argument("--regime", choices=["chunked", "full", "unspecified"])
-        s.add_argument("--test_set")
-        s.add_argument("--baseline", default="Vanilla-LoRA")
+        s.add_argument("--languages", default="", help="comma-separated language order (default: sorted)")
+        s.add_argument("--regime", choices=["chunked", "full", "unspecified"],
+                       help="only runs of this encoder regime (default: all)")
+        s.add_argument("--test_set", help="only runs scored on this test set (default: all)")
+        s.add_argument("--baseline", default="Vanilla-LoRA", help="method the relative change is against")
         s.add_argument("runs", nargs="+", help="score dirs (with meta.json) or NAME=DIR")
+        s.add_alias("--langs", "--languages")
     s = sub.add_parser("lid", help="Fig. 7: LID-embedding cosine heatmap")
     s.add_argument("--center", action="store_true", help="subtract the mean over languages first")
     s.add_argument("vectors", help="safetensors/npz {lang: vector}")
     s = sub.add_parser("tsne", help="Fig. 8: t-SNE of utterance embeddings, one panel per method")
     s.add_argument("--utt2lang", action="append", required=True,
                    help="one utt2lang for all panels, or one per panel in order")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--perplexity", type=float, default=30.0)
+    s.add_argument("--seed", type=int, default=0, help="seeds t-SNE")
+    s.add_argument("--perplexity", type=float, default=30.0, help="t-SNE perplexity")
     s.add_argument("embeddings", nargs="+", help="NAME=FILE (safetensors/npz {utt: vector})")
     s = sub.add_parser("router", help="router p heatmap, language x layer")
     s.add_argument("p_json", help="JSON {layer: {lang: [p_1..p_r]}}")
     s = sub.add_parser("loss", help="training-loss curves")
-    s.add_argument("--key", default="loss")
-    s.add_argument("--logy", action="store_true")
+    s.add_argument("--key", default="loss", help="metric to plot (a key of metrics.jsonl)")
+    s.add_argument("--logy", action="store_true", help="logarithmic y axis")
     s.add_argument("logs", nargs="+", help="NAME=metrics.jsonl|train.log (or a path: its name is used)")
     for s in sub.choices.values():
         s.add_argument("--out", required=True, help="PNG to write")
-        s.add_argument("--title")
+        s.add_argument("--title", help="figure title")
     return p.parse_args(argv)
 
 
@@ -72,7 +74,7 @@ def draw_scores(args: argparse.Namespace) -> None:
         raise UserError(f"the runs span {sorted(grouped) or 'no'} (test set, regime) pairs; "
                         "select one with --test_set/--regime")
     means = mean_rates(next(iter(grouped.values())))
-    langs = [x for x in args.langs.split(",") if x] or sorted({lang for m in means.values() for lang in m})
+    langs = [x for x in args.languages.split(",") if x] or sorted({lang for m in means.values() for lang in m})
     if args.figure == "radar":
         plots.radar_chart(means, langs, args.out, title=args.title)
     else:

@@ -14,19 +14,19 @@ from __future__ import annotations
 import argparse
 
 from zlora.scoring.report import ReportOptions, load_lid, load_run, write_results_md
-from zlora.utils.cli import UserError, run_main
+from zlora.utils.cli import ArgumentParser, UserError, run_main
 from zlora.utils.log import get_logger, setup_logging
 
 log = get_logger("report")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m zlora.bin.report", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser("report", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="RESULTS.md to write")
     p.add_argument("--high", default="", help="comma-separated high-resource languages (table order)")
     p.add_argument("--low", default="", help="comma-separated low-resource languages (table order)")
     p.add_argument("--baseline", default="Vanilla-LoRA", help="method for the relative change ('' for none)")
-    p.add_argument("--title", default="Results")
+    p.add_argument("--title", default="Results", help="heading of RESULTS.md")
     p.add_argument("--figures", help="also write Fig. 5/6 PNGs into this dir and link them")
     p.add_argument("--lid", action="append", default=[], metavar="LABEL=LID_JSON",
                    help="add a LID-accuracy row from a language-agnostic decode's lid.json (repeatable)")

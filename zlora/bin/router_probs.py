@@ -11,13 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from zlora.utils.cli import UserError, run_main
+from zlora.utils.cli import ArgumentParser, UserError, run_main
 from zlora.utils.io import atomic_write_text
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m zlora.bin.router_probs", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser("router_probs", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--exp", required=True, help="training exp dir (uses EXP/final)")
     p.add_argument("--out", required=True, help="output JSON")
     args = p.parse_args(argv)

@@ -1,14 +1,14 @@
 """Score decoded hypotheses against references: WER/CER per language (paper §V-B).
 
     python -m zlora.bin.score --ref data/test/text --hyp exp/x/decode_test/text \
-        --utt2lang data/test/utt2lang --outdir exp/x/decode_test/score \
+        --utt2lang data/test/utt2lang --out exp/x/decode_test/score \
         [--preserve_marks th,ar] \
         [--method Zipper-LoRA-Soft --regime chunked --seed 0 --test_set test \
          --exp exp/x --command "python -m zlora.bin.train ..." --command "..."]
 
-Writes OUTDIR/errs-<lang>.txt (per-utterance alignments), OUTDIR/summary.md, and last
-OUTDIR/result.json ({lang: {metric, errors, ref_units, rate, sub, del, ins, utts}}); prints the
-table. With --method, OUTDIR/meta.json records the run for zlora.bin.report (method, regime,
+Writes OUT/errs-<lang>.txt (per-utterance alignments), OUT/summary.md, and last
+OUT/result.json ({lang: {metric, errors, ref_units, rate, sub, del, ins, utts}}); prints the
+table. With --method, OUT/meta.json records the run for zlora.bin.report (method, regime,
 seed, test set, exp, config, the commands given plus this one, and the git revision).
 """
 from __future__ import annotations
@@ -18,28 +18,29 @@ from pathlib import Path
 
 from zlora.scoring.report import RunMeta, command_line, git_revision, write_meta
 from zlora.scoring.score import format_table, score_files, write_outputs
-from zlora.utils.cli import run_main
+from zlora.utils.cli import ArgumentParser, run_main
 from zlora.utils.log import get_logger, setup_logging
 
 log = get_logger("score")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m zlora.bin.score", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser("score", description=__doc__.split("\n\n")[0])
     p.add_argument("--ref", required=True, help="reference Kaldi text")
     p.add_argument("--hyp", required=True, help="hypothesis Kaldi text (from zlora.bin.decode)")
     p.add_argument("--utt2lang", required=True, help="utt -> language code")
-    p.add_argument("--outdir", required=True)
+    p.add_argument("--out", required=True, help="output dir (result.json, summary.md, errs-<lang>.txt)")
     p.add_argument("--preserve_marks", default="", help="comma-separated languages whose combining "
                    "marks are kept (default: none, as Whisper's basic normaliser)")
     meta = p.add_argument_group("run description for the report (meta.json, written if --method is given)")
     meta.add_argument("--method", help="row label, e.g. Vanilla-LoRA")
     meta.add_argument("--regime", choices=["chunked", "full"], help="encoder regime")
-    meta.add_argument("--seed", type=int)
-    meta.add_argument("--test_set", default="test")
+    meta.add_argument("--seed", type=int, help="training seed of the run")
+    meta.add_argument("--test_set", default="test", help="name of the scored test set")
     meta.add_argument("--exp", help="experiment dir (its config.yaml is recorded)")
     meta.add_argument("--command", action="append", default=[], help="a command that produced the "
                       "hypotheses (repeatable, in order)")
+    p.add_alias("--outdir", "--out")
     args = p.parse_args(argv)
     if args.method and not args.regime:
         p.error("--method needs --regime chunked|full")
@@ -53,10 +54,10 @@ def main(argv: list[str]) -> int:
     report = score_files(args.ref, args.hyp, args.utt2lang, marks)
     sources = {"reference": args.ref, "hypothesis": args.hyp, "utt2lang": args.utt2lang}
     if args.method:
-        write_meta(args.outdir, run_meta(args, argv))
-    result = write_outputs(report, args.outdir, sources, marks)
+        write_meta(args.out, run_meta(args, argv))
+    result = write_outputs(report, args.out, sources, marks)
     print(format_table(result))
-    log.info("wrote %s", Path(args.outdir) / "result.json")
+    log.info("wrote %s", Path(args.out) / "result.json")
     return 0
 
 

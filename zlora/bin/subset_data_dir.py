@@ -1,15 +1,16 @@
 """Draw a random subset of a data dir by total duration, or take a given utterance list.
 
 Usage:
-  python -m zlora.bin.subset_data_dir --hours H [--seed S] [--per-lang] SRC DST
-  python -m zlora.bin.subset_data_dir --utt-list FILE SRC DST
-(``utils/subset_data_dir.sh`` wraps this.) DST/utt_list holds the chosen ids, one per line, so a
-subset can be published and rebuilt exactly with ``--utt-list`` (the paper publishes such lists).
+  python -m zlora.bin.subset_data_dir --hours H [--seed S] [--per_lang] SRC DST
+  python -m zlora.bin.subset_data_dir --utt_list FILE SRC DST
+(``utils/subset_data_dir.sh`` wraps this; Kaldi's ``--per-lang``/``--utt-list`` spellings work too.)
+DST/utt_list holds the chosen ids, one per line, so a subset can be published and rebuilt exactly
+with ``--utt_list`` (the paper publishes such lists).
 
 Selection by hours: the ids (sorted) are shuffled with ``random.Random`` seeded by the seed (and,
-with --per-lang, the language code, so adding a language never changes another's subset); we take
+with --per_lang, the language code, so adding a language never changes another's subset); we take
 the shortest prefix of the shuffled order whose duration reaches H hours (H per language with
---per-lang): the subset overshoots the budget by less than one utterance. Durations come from
+--per_lang): the subset overshoots the budget by less than one utterance. Durations come from
 SRC/utt2dur, which is computed and written first when missing (as Kaldi's scripts do).
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from zlora.data.audio import utterance_durations
 from zlora.data.kaldi import DataDir, DataDirError, copy_subset, write_kv
-from zlora.utils.cli import run_main
+from zlora.utils.cli import ArgumentParser, run_main
 from zlora.utils.io import atomic_write_text
 from zlora.utils.log import get_logger, setup_logging
 
@@ -28,19 +29,19 @@ log = get_logger("subset_data_dir")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="subset_data_dir.sh", description=__doc__.splitlines()[0])
-    p.add_argument("src")
-    p.add_argument("dst")
+    p = ArgumentParser("subset_data_dir", prog="subset_data_dir.sh", description=__doc__.splitlines()[0])
+    p.add_argument("src", help="source data dir")
+    p.add_argument("dst", help="output data dir")
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--hours", type=float, help="total hours to draw (per language with --per-lang)")
-    g.add_argument("--utt-list", help="file whose first field per line is an utterance id")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--per-lang", action="store_true", help="draw --hours for each language")
+    g.add_argument("--hours", type=float, help="total hours to draw (per language with --per_lang)")
+    g.add_argument("--utt_list", help="file whose first field per line is an utterance id")
+    p.add_argument("--seed", type=int, default=0, help="seeds the draw by hours")
+    p.add_argument("--per_lang", action="store_true", help="draw --hours for each language")
     args = p.parse_args(argv)
     if args.hours is not None and args.hours <= 0:
         p.error("--hours must be > 0")
     if args.utt_list and args.per_lang:
-        p.error("--per-lang only applies to --hours")
+        p.error("--per_lang only applies to --hours")
     return args
 
 

@@ -14,8 +14,10 @@ from zlora.data.synth.corpus import format_stats
 from zlora.utils.cli import UserError, run_main
 from zlora.utils.log import setup_logging
 
+OUT_HELP = "--out DIR (required): where the data dirs go; every other option is a key listed below."
 
-def split_out_arg(argv: list[str]) -> tuple[str, list[str]]:
+
+def split_out_arg(argv: list[str]) -> tuple[str | None, list[str]]:
     """Take ``--out DIR`` (or ``--out=DIR``) out of argv; the rest is config overrides."""
     rest, out, i = [], None, 0
     while i < len(argv):
@@ -26,15 +28,16 @@ def split_out_arg(argv: list[str]) -> tuple[str, list[str]]:
         else:
             rest.append(argv[i])
             i += 1
-    if not out:
-        raise UserError("--out DIR is required (where the data dirs go)")
     return out, rest
 
 
 def main(argv: list[str]) -> int:
     setup_logging()
     out, rest = split_out_arg(argv)
-    cfg = load_config(SynthConfig, rest)
+    # --help: this docstring, --out, then every key of SynthConfig
+    cfg = load_config(SynthConfig, rest, description=f"{__doc__}\n{OUT_HELP}")
+    if not out:
+        raise UserError("--out DIR is required (where the data dirs go)")
     stats = build_corpus(cfg, out)
     print(format_stats(stats))
     return 0

@@ -10,26 +10,30 @@ from __future__ import annotations
 
 import argparse
 
-from zlora.utils.cli import run_main
+from zlora.utils.cli import ArgumentParser, run_main
 from zlora.utils.log import get_logger, setup_logging
 
 log = get_logger("train_tokenizer")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m zlora.bin.train_tokenizer", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser("train_tokenizer", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--text", nargs="+", required=True, help="Kaldi text files (or plain, see --format)")
     p.add_argument("--vocab_size", type=int, required=True, help="target size (a soft limit)")
     p.add_argument("--out", required=True, help="output prefix: writes OUT.model and OUT.vocab")
     p.add_argument("--format", choices=["kaldi", "plain"], default="kaldi",
                    help="kaldi: 'utt transcript' lines; plain: one sentence per line")
     p.add_argument("--languages", default=None, help="comma-separated prompt languages (default all)")
-    p.add_argument("--model_type", choices=["unigram", "bpe", "char"], default="unigram")
-    p.add_argument("--character_coverage", type=float, default=1.0)
-    p.add_argument("--prompts", default=None, help="prompts yaml (default: the packaged one)")
+    p.add_argument("--model_type", choices=["unigram", "bpe", "char"], default="unigram",
+                   help="sentencepiece model type")
+    p.add_argument("--character_coverage", type=float, default=1.0,
+                   help="share of characters the vocabulary covers (sentencepiece)")
+    p.add_argument("--prompts_file", default=None, help="prompts yaml (default: the packaged one), "
+                   "as model.prompts_file of the training config")
     p.add_argument("--prompt_symbols", action="store_true",
                    help="make every prompt a single piece (tag prompts like '<|de|>', no whitespace)")
+    p.add_alias("--prompts", "--prompts_file")
     return p.parse_args(argv)
 
 
@@ -41,7 +45,7 @@ def main(argv: list[str]) -> int:
     langs = [x for x in args.languages.split(",") if x] if args.languages else None
     tok = train_sentencepiece(args.text, args.out, args.vocab_size, kaldi_text=args.format == "kaldi",
                               model_type=args.model_type, character_coverage=args.character_coverage,
-                              prompts_file=args.prompts, languages=langs,
+                              prompts_file=args.prompts_file, languages=langs,
                               prompt_symbols=args.prompt_symbols)
     log.info("wrote %s.model: %d pieces (eos %d, pad %d)", args.out, tok.vocab_size, tok.eos_id, tok.pad_id)
     return 0

@@ -28,21 +28,22 @@ DEFAULT_LLM_LORA_TARGETS = r"(.*\.)?layers\.\d+\.(self_attn\.(q_proj|k_proj|v_pr
 @dataclass
 class EncoderConfig:
     """Whisper encoder: from a local HF checkpoint dir (``whisper_dir``) or a WhisperConfig dict."""
-    kind: str = "whisper"
-    whisper_dir: str | None = None
+    kind: str = "whisper"                 # encoder implementation (zlora.models.registry)
+    whisper_dir: str | None = None        # local Hugging Face Whisper checkpoint dir
     config: dict | None = None            # WhisperConfig kwargs for a from-scratch encoder
-    n_mels: int = 80
+    n_mels: int = 80                      # log-mel bins of the input features (large-v3: 128)
     attn_implementation: str = "sdpa"     # eager | sdpa
     chunked: bool = False                 # §IV-F segment-wise encoding
+    # chunked training: each utterance's chunk duration is drawn from these (seconds)
     train_chunk_seconds: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0, 8.0])
-    decode_chunk_seconds: float = 8.0
+    decode_chunk_seconds: float = 8.0     # chunk duration when decoding chunked (seconds)
     chunk_seed: int = 0                   # seeds chunk sampling when the batch carries none
     cached_layers: int = 0                # bottom layers precomputed by zlora.bin.dump_encoder
     stage1_trainable: bool = True         # paper: stage 1 trains the encoder; false = frozen
     # Pieces (rows, or chunks) are encoded in <= max_groups length groups, the fewest reaching
     # real/computed frames >= group_target (zlora.models.pieces); max_groups 1 = one padded batch.
     max_groups: int = 8
-    group_target: float = 0.95
+    group_target: float = 0.95            # see max_groups
     # Full-context rows longer than Whisper's 30-s window: "error", or "chunk" them with
     # decode_chunk_seconds (decoding sets this: it never skips an utterance).
     long_inputs: str = "error"
@@ -120,7 +121,7 @@ class ProjectorConfig:
 @dataclass
 class LLMConfig:
     """Decoder-only LLM: from a local HF dir (tokenizer from the dir) or a config dict."""
-    model_dir: str | None = None
+    model_dir: str | None = None          # local Hugging Face LLM dir (weights and tokenizer)
     config: dict | None = None            # AutoConfig.for_model kwargs incl. model_type (e.g. qwen3)
     tokenizer: str | None = None          # sentencepiece .model for a from-scratch config
     dtype: str = "float32"                # float32 | bfloat16 | float16
@@ -145,15 +146,17 @@ class LLMConfig:
 @dataclass
 class LLMLoRAConfig:
     """Plain LoRA on the LLM (§IV-F), through zlora.adapters kind ``lora`` (Eq. 7)."""
-    enabled: bool = True
-    rank: int = 32
-    alpha: float = 64.0
-    dropout: float = 0.0
+    enabled: bool = True                  # false: no LLM-LoRA (the LLM stays as loaded)
+    rank: int = 32                        # LoRA rank r
+    alpha: float = 64.0                   # LoRA scaling alpha (update scaled by alpha / r)
+    dropout: float = 0.0                  # dropout on the LoRA branch's input
+    # regex matched with re.fullmatch against module names; default: every linear of every block
     target_modules: str = DEFAULT_LLM_LORA_TARGETS
 
 
 @dataclass
 class SpeechLLMConfig:
+    """The Speech-LLM (§III-A): Whisper encoder -> projector -> LLM, with LoRA on the LLM."""
     encoder: EncoderConfig
     llm: LLMConfig
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)

@@ -59,18 +59,18 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 class DataConfig:
     """Kaldi data dirs plus dumped features (mel from dump_feats, or encoder states from
     dump_encoder when ``model.encoder.cached_layers > 0``)."""
-    train: str
-    train_feats: str
-    valid: str | None = None
-    valid_feats: str | None = None
+    train: str                          # Kaldi data dir (text, utt2lang, utt2spk; utt2dur optional)
+    train_feats: str                    # its feats.scp (dump_feats mel or dump_encoder states)
+    valid: str | None = None            # validation data dir (optional; with valid_feats)
+    valid_feats: str | None = None      # feats.scp of the validation data dir
     # §V-B: a pack (one LLM row) holds speech tokens + prompt + transcript + eos of several
     # same-language utterances, at most this many tokens.
     max_tokens: int = 2048
     batch_size: int = 16                # packs per rank per micro-step (§V-B: 16 chunked, 10 not)
-    sampling: Literal["proportional", "temperature"] = "proportional"
+    sampling: Literal["proportional", "temperature"] = "proportional"   # how languages are mixed
     temperature: float = 1.0            # p_l ∝ n_l^(1/T) when sampling: temperature (T>1 flattens)
     max_duration: float | None = 30.0   # seconds; longer training utterances are skipped + counted
-    num_workers: int = 0
+    num_workers: int = 0                # DataLoader worker processes (0: in the training process)
     check_finite: bool = True           # NaN/Inf in a feature matrix is an error naming the utt
 
     def __post_init__(self):
@@ -87,17 +87,17 @@ class DataConfig:
 @dataclass
 class OptimConfig:
     """AdamW with linear warmup then cosine decay (§V-B: lr 2e-5, warmup 10 %, cosine)."""
-    lr: float = 2e-5
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
+    lr: float = 2e-5                    # peak learning rate, reached after the warmup
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])   # AdamW beta1, beta2
+    eps: float = 1e-8                   # AdamW epsilon
     weight_decay: float = 0.01          # not applied to biases and norms (tensors with ndim < 2)
-    warmup_ratio: float = 0.1
-    scheduler: Literal["cosine", "constant"] = "cosine"
+    warmup_ratio: float = 0.1           # linear warmup over this share of the optimizer steps
+    scheduler: Literal["cosine", "constant"] = "cosine"   # after the warmup: decay or keep lr
     min_lr_ratio: float = 0.0           # cosine decays to lr * min_lr_ratio
-    grad_accum: int = 1
+    grad_accum: int = 1                 # micro-steps (batches) per optimizer step
     clip_grad: float = 1.0              # max global grad norm; 0 disables clipping
     max_steps: int | None = None        # optimizer steps; with epochs too, whichever comes first
-    epochs: int | None = None
+    epochs: int | None = None           # passes over the training data
 
     def __post_init__(self):
         if self.max_steps is None and self.epochs is None:
@@ -114,7 +114,8 @@ class OptimConfig:
 
 @dataclass
 class EngineConfig:
-    engine: Literal["ddp", "deepspeed"] = "deepspeed"
+    """How the model is trained across processes: torch DDP or DeepSpeed ZeRO, and in which precision."""
+    engine: Literal["ddp", "deepspeed"] = "deepspeed"   # ddp: torch DistributedDataParallel
     # Relative paths are looked up in the working directory, then in the zlora repository root.
     deepspeed_config: str = "conf/deepspeed/zero2.json"
     # bf16 compute (DDP: autocast over float32 parameters; DeepSpeed: bf16 parameters + float32
@@ -138,7 +139,8 @@ class EngineConfig:
 
 @dataclass
 class CheckpointConfig:
-    every_n_steps: int = 1000
+    """Resumable checkpoints in EXP/checkpoints/step-N/ (EXP/checkpoints/latest points to the newest)."""
+    every_n_steps: int = 1000           # optimizer steps between checkpoints
     keep_last: int = 2                  # 0 keeps every checkpoint
 
     def __post_init__(self):
@@ -148,6 +150,7 @@ class CheckpointConfig:
 
 @dataclass
 class DebugConfig:
+    """Diagnostics for distributed runs (off by default)."""
     log_utts: bool = False              # each rank appends "epoch batch utt" to EXP/debug/utts.rankR.txt
     dump_rank_params: bool = False      # each rank writes its trainable tensors at the end to
                                         # EXP/debug/params.rankR.safetensors (ranks must agree)
@@ -155,21 +158,21 @@ class DebugConfig:
 
 @dataclass
 class TrainConfig:
-    exp_dir: str
-    languages: list[str]
+    exp_dir: str                        # experiment dir: config, logs, checkpoints, final/
+    languages: list[str]                # language codes; their order = the language indices
     model: SpeechLLMConfig
     data: DataConfig
-    stage: int = 1
-    adapter: AdapterConfig | None = None
-    init_from: str | None = None
+    stage: int = 1                      # 1: encoder + projector + LLM-LoRA; 2: + encoder adapters
+    adapter: AdapterConfig | None = None   # the encoder adapter (stage 2 only)
+    init_from: str | None = None        # stage 2: stage-1 exp dir (its final/) or a checkpoints/step-N
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(max_steps=1000))
     engine: EngineConfig = field(default_factory=EngineConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    seed: int = 0
-    log_every: int = 10
-    resume: bool = False
-    progress_bar: bool = True
-    tensorboard: bool = True
+    seed: int = 0                       # seeds model init, data order and chunk sampling
+    log_every: int = 10                 # log metrics (train.log, metrics.jsonl) every N optimizer steps
+    resume: bool = False                # true: continue from EXP/checkpoints/latest
+    progress_bar: bool = True           # tqdm bar on stderr (main rank)
+    tensorboard: bool = True            # also write EXP/tensorboard/ (needs the tensorboard package)
     debug: DebugConfig = field(default_factory=DebugConfig)
     distill: DistillConfig | None = None      # LoRA-KD from language experts (zlora/train/distill.py)
 
@@ -198,7 +201,7 @@ class TrainConfig:
 def load_train_config(argv: Sequence[str]) -> TrainConfig:
     """``--config x.yaml --a.b v ...`` -> TrainConfig. ``adapter.languages`` defaults to
     ``languages`` so a config names its languages once."""
-    path, overrides = parse_overrides(argv)
+    path, overrides = parse_overrides(argv, TrainConfig)
     data = deep_merge(read_yaml(path) if path else {}, overrides)
     where = str(path) if path else "config"
     adapter = data.get("adapter")

@@ -36,10 +36,10 @@ LossExtension = Callable[[nn.Module, dict, dict], dict]
 class DistillConfig:
     """The ``distill:`` section of a training config."""
     experts: list[str] = field(default_factory=list)   # expert exp dirs, one per language, same order
-    mode: Literal["layerwise", "output"] = "layerwise"
-    layer_weight: float = 1.0
-    logit_weight: float = 1.0
-    temperature: float = 1.0
+    mode: Literal["layerwise", "output"] = "layerwise"   # output: no layer-wise term (ablation)
+    layer_weight: float = 1.0           # weight of the layer-wise cosine distance to the expert
+    logit_weight: float = 1.0           # weight of the JS divergence of the LLM's token distributions
+    temperature: float = 1.0            # softmax temperature of the JS term
 
     def __post_init__(self):
         if self.layer_weight < 0 or self.logit_weight < 0 or not self.temperature > 0:

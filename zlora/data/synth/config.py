@@ -37,9 +37,9 @@ class StyleConfig:
     from the ranges; each utterance adds uniform jitter of +-*_jitter."""
 
     speed: list[int] = field(default_factory=lambda: [150, 210])   # -s, words per minute
-    speed_jitter: int = 10
+    speed_jitter: int = 10                                         # per-utterance +- on the speed
     pitch: list[int] = field(default_factory=lambda: [20, 80])     # -p, 0..99
-    pitch_jitter: int = 5
+    pitch_jitter: int = 5                                          # per-utterance +- on the pitch
     word_gap: list[int] = field(default_factory=lambda: [0, 0])    # -g, pause between words, 10 ms units
 
     def __post_init__(self):
@@ -61,11 +61,13 @@ def _foundation_style() -> StyleConfig:
 
 @dataclass
 class SynthConfig:
-    seed: int = 1234
+    """The mini12 synthesiser: languages, utterance counts, voices and speaking styles."""
+    seed: int = 1234                       # seeds every draw: the corpus is a function of the config
+    # high-resource languages (in train_high)
     high: list[str] = field(default_factory=lambda: ["de", "es", "fr", "ru", "vi", "it", "en", "zh"])
-    low: list[str] = field(default_factory=lambda: ["ar", "ja", "ko", "pt"])
+    low: list[str] = field(default_factory=lambda: ["ar", "ja", "ko", "pt"])   # low-resource (train_low_full)
     counts: CountsConfig = field(default_factory=CountsConfig)
-    voices: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_VOICES))
+    voices: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_VOICES))   # language -> espeak-ng voice
     # espeak-ng voice variants (file names under espeak-ng-data/voices/!v); null = all installed.
     variants: list[str] | None = None
     # Whispered voices carry no pitch at all; "Mr serious" has a space in its file name.
@@ -84,7 +86,7 @@ class SynthConfig:
     # Seconds of silence kept after the last sound (null: all of it). espeak-ng ends every
     # utterance with ~0.4 s of silence (measured on mini12's foundation: 0.41 s of 2.6 s).
     max_trailing_silence: float | None = None
-    sample_rate: int = 16000
+    sample_rate: int = 16000               # Hz of the written audio
     nj: int = 2                            # synthesis processes (does not change the output)
     espeak: str = "espeak-ng"              # binary (does not change the output)
 
