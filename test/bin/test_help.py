@@ -82,10 +82,10 @@ def test_typed_config_help_lists_every_key(verb, monkeypatch, capsys):
     code, out, parsers = run_help(verb, monkeypatch, capsys)
     assert code == 0 and not parsers and "--config FILE.yaml" in out
     assert re.search(r"^keys of \w+Config|^keys of DataPlan", out, re.M)
-    expected = {"decode": "  --lid_posteriors  str | null, default null\n      whisper_lid: reuse",
+    expected = {"decode": "  --lang.posteriors  str | null, default null\n      whisper_lid: lid_posteriors.jsonl",
                 "train": "  --model.encoder.chunked  bool, default false\n      §IV-F segment-wise encoding",
                 "dump_feats": "  --nj  int, default 1\n      parallel jobs",
-                "prep_plan": "  --roots.mls  str | null, default null",
+                "prep_plan": "  --roots.mls         DIR  dir holding mls_<language>[_opus]/",
                 "synth_mini12": "--out DIR (required)"}[verb]
     assert expected in out
 

@@ -18,11 +18,10 @@ from zlora.utils.log import setup_logging
 
 
 def main(argv: list[str]) -> int:
-    if argv[:1] in (["-h"], ["--help"]):
-        print(f"{__doc__}\nCorpus roots (registered corpora and the layout each root must hold):\n"
-              f"{roots_help()}")
-        return 0
-    plan = load_config(DataPlan, argv)
+    # --help: the plan's keys (zlora.config_help), then the corpora a plan may use
+    description = (f"{__doc__}\nCorpus roots (registered corpora and the layout each root must hold):\n"
+                   f"{roots_help()}")
+    plan = load_config(DataPlan, argv, description)
     setup_logging()
     summary = run_plan(plan)
     save_config(plan, f"{plan.out_dir}/prep_plan.resolved.yaml")

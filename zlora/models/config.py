@@ -86,8 +86,8 @@ class ProjectorConfig:
     the paper's is gated_conv, §V-B), ``conf`` its keyword options, checked against that
     projector's ``Options`` dataclass and completed with its defaults (so a saved config states
     every value), e.g. ``{kind: gated_conv, conf: {downsample: 4, hidden_size: null}}``."""
-    kind: str = "gated_conv"
-    conf: dict = field(default_factory=dict)
+    kind: str = "gated_conv"              # projector implementation (zlora.models.registry)
+    conf: dict = field(default_factory=dict)   # its options, e.g. downsample 4 (12.5 Hz), hidden_size
 
     def __post_init__(self):
         from zlora.models.projector import resolve_projector_conf
