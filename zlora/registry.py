@@ -72,6 +72,10 @@ class ModuleRegistry(Registry[T]):
         self._load()
         return super().names()
 
+    def items(self) -> list[tuple[str, T]]:
+        self._load()
+        return super().items()
+
     def __contains__(self, name: str) -> bool:
         self._load()
         return super().__contains__(name)

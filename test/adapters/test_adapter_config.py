@@ -115,7 +115,7 @@ def test_a_new_kind_needs_only_its_own_registration():
             assert model(torch.randn(1, 4)).shape == (1, 4)
         assert "half-lora-test" in kinds() and "half-lora-test" not in KINDS
     finally:
-        ADAPTER_KINDS._items.pop("half-lora-test")
+        ADAPTER_KINDS.unregister("half-lora-test")
 
 
 def test_lid_embeddings_from_file_in_language_order_and_centred(tmp_path):
