@@ -1,4 +1,5 @@
-"""Trainable-parameter counts, so a run shows what it really trains (PEERS ask #11)."""
+"""Trainable-parameter counts, so a run shows what it really trains (PEFT's
+print_trainable_parameters, split into adapter, router and frozen parts)."""
 from __future__ import annotations
 
 from torch import nn

@@ -1,6 +1,6 @@
 """FlyLoRA (Eq. 9): frozen sparse random A, implicit top-k rank routing, load-balancing bias d.
 
-Follows the authors' code (gfyddha/FlyLoRA, see PEERS.md):
+Follows the authors' code (github.com/gfyddha/FlyLoRA):
 - A (r, d_in) is a frozen buffer; each row has p random non-zeros drawn from N(0, 1/r^2),
   p = rho * d_in with rho = k / r by default (``flylora_sparsity`` / ``flylora_nonzeros``).
   It is stored dense: a dense (N, d_in) x (d_in, r) matmul is faster than a sparse one here.

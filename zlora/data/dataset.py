@@ -18,7 +18,8 @@ Policy for bad data (one rule, documented in docs/reliability.md):
   learn, and nothing left to score after Whisper normalisation), longer than ``max_tokens`` alone.
 
 :class:`PackDataset` serves one pack per index; :func:`collate_packs` turns a list of packs into
-the model's batch dict (contract in /tmp/zlora/contracts.md, "Model") plus :class:`BatchMeta`.
+the model's batch dict (keys at :func:`collate_packs`, used by ``SpeechLLM.forward``) plus
+:class:`BatchMeta`.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Speech-LLM model: Whisper encoder -> gated conv projector -> decoder-only LLM (paper §III-A).
 
-Public API (see /tmp/zlora/contracts.md)::
+Public API::
 
     from zlora.models import (SpeechLLMConfig, EncoderConfig, ProjectorConfig, LLMConfig,
                               LLMLoRAConfig, build_speech_llm, SpeechLLM, DecodingOptions)

@@ -1,6 +1,6 @@
 """Checkpoints and the final model on disk (building models: zlora.models.assembly).
 
-Layout (contract, /tmp/zlora/contracts.md "Training")::
+Layout::
 
     EXP/checkpoints/step-N/model.safetensors     trainable tensors (rank 0)
                           optimizer.pt           DDP: AdamW state (rank 0)
