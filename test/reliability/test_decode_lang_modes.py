@@ -120,3 +120,18 @@ def test_old_flat_option_names_still_work_with_a_deprecation_line(tmp_path, trai
     code, err = _decode(monkeypatch, [*common, "--out", tmp_path / "lp", "--decoding.length_penalty", 0.6,
                                       "--decoding.max_len_ratio", 2.0, "--decoding.max_new_tokens", 2])
     assert code == 0, err
+
+
+def test_merged_llm_lora_decodes_like_the_unmerged_model(tmp_path, trained, corpus, monkeypatch):
+    """--merge_lora (default) folds the LLM-LoRA into the weights: same hypotheses, and the merged
+    LLM has no adapter layers left."""
+    from zlora.adapters import named_adapter_layers
+    from zlora.bin.decode import DecodeConfig, load_decoding_model
+
+    data, feats, _ = corpus
+    common = ["--exp", trained[0], "--data", data, "--feats", feats, "--decoding.max_new_tokens", 6]
+    assert _decode(monkeypatch, [*common, "--out", tmp_path / "m"])[0] == 0
+    assert _decode(monkeypatch, [*common, "--out", tmp_path / "u", "--merge_lora", "false"])[0] == 0
+    assert (tmp_path / "m" / "text").read_text() == (tmp_path / "u" / "text").read_text()
+    model = load_decoding_model(DecodeConfig(exp=str(trained[0]), data="d", feats="f", out="o"), "cpu")
+    assert not named_adapter_layers(model.llm)

@@ -25,6 +25,20 @@ def _language_index(languages: list[str], lang: Union[str, int, None], kind: str
     return languages.index(lang)
 
 
+def merge_shared_in_place(model: nn.Module) -> int:
+    """Fold every adapter layer whose update does not depend on the language (``lora``: shared A
+    and B) into a plain nn.Linear, in place; returns how many were merged. Decoding does this for
+    the LLM-LoRA, which otherwise costs two extra matmuls per linear layer at every generated token.
+    Language-specific and input-dependent kinds are left as they are."""
+    merged = 0
+    for name, layer in named_adapter_layers(model):
+        if layer.mergeable and layer.shared_down and layer.shared_up:
+            index = 0 if layer.languages else None
+            model.set_submodule(name, layer.merged_linear(index))
+            merged += 1
+    return merged
+
+
 def merge_for_language(model: nn.Module, lang: Union[str, int, None]) -> nn.Module:
     """A deep copy of ``model`` whose adapter layers are plain nn.Linear with W0 + dW(lang).
 

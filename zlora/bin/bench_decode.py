@@ -17,9 +17,10 @@ exactly ``--new_tokens`` tokens (checked), so every variant does the same amount
 
 Variants, run interleaved in each repetition (rotating order), medians reported:
 ``greedy_b1`` (one utterance per call), ``greedy_bN`` (batches of ``--batch_size``), ``beam_bN``
-(beam ``--beam_size``, same batches), and ``encode_b1`` / ``encode_bN``: the speech encoder + projector
+(beam ``--beam_size``, same batches), ``encode_b1`` / ``encode_bN``: the speech encoder + projector
 alone on the same batches, to split the speed-up into its compute-bound encoder part and its
-LLM (prefill + token steps) part. Wall and process CPU time are both reported.
+LLM (prefill + token steps) part, and ``greedy_bN_merged``: greedy_bN with the LLM-LoRA folded
+into the LLM's weights, as ``zlora.bin.decode`` does by default. Wall and process CPU time are both reported.
 RTF = decode wall time / audio seconds. One JSON object per line.
 """
 from __future__ import annotations
@@ -48,6 +49,8 @@ class NoEOSTokenizer:
         self.eos_id = -1
 
     def __getattr__(self, name):
+        if name == "_tok":                  # copy.deepcopy probes attributes before __init__ ran
+            raise AttributeError(name)
         return getattr(self._tok, name)
 
 
@@ -62,6 +65,17 @@ def build_model(kind: str, corpus: dict, root: Path, encoder: dict):
     model.eval()
     model.tokenizer = NoEOSTokenizer(model.tokenizer)
     return model
+
+
+def merged_llm_lora(model):
+    """A copy of ``model`` with its LLM-LoRA folded into the LLM (zlora.bin.decode's default)."""
+    import copy
+
+    from zlora.adapters.merge import merge_shared_in_place
+
+    merged = copy.deepcopy(model)
+    merge_shared_in_place(merged.llm)
+    return merged
 
 
 def load_inputs(corpus: dict, n: int, seed: int = 0) -> list[tuple[torch.Tensor, int, float]]:
@@ -150,14 +164,18 @@ def main(argv: list[str]) -> int:
     # The encoder + projector alone, same batches: the part batching cannot shrink (compute-bound).
     variants["encode_b1"] = (variants["greedy_b1"][0], None)
     variants[f"encode_b{bs}"] = (variants[f"greedy_b{bs}"][0], None)
+    # What zlora.bin.decode does by default: the LLM-LoRA folded into the LLM's weights.
+    variants[f"greedy_b{bs}_merged"] = variants[f"greedy_b{bs}"]
+    models = {n: model for n in variants}
+    models[f"greedy_b{bs}_merged"] = merged_llm_lora(model)
     runner = {n: (run_encode if n.startswith("encode") else run_variant) for n in variants}
     names = list(variants)
     for name in names:                                     # warm-up
-        runner[name](model, variants[name][0][:1], variants[name][1], args.new_tokens)
+        runner[name](models[name], variants[name][0][:1], variants[name][1], args.new_tokens)
     times = {n: [] for n in names}
     for rep in range(args.reps):
         for name in names[rep % len(names):] + names[:rep % len(names)]:
-            times[name].append(runner[name](model, *variants[name], args.new_tokens))
+            times[name].append(runner[name](models[name], *variants[name], args.new_tokens))
     med = {n: statistics.median(w for w, _ in t) for n, t in times.items()}
     cpu = {n: statistics.median(c for _, c in t) for n, t in times.items()}
     b1, bn, beam = med[names[0]], med[names[1]], med[names[2]]
@@ -178,6 +196,9 @@ def main(argv: list[str]) -> int:
         if name == names[2]:
             row.update(cost_vs_greedy_same_batch=round(beam / bn, 2),
                        cost_vs_greedy_same_batch_cpu=round(cpu[name] / cpu[names[1]], 2))
+        if name.endswith("_merged"):
+            row.update(speedup_vs_unmerged=round(bn / med[name], 2),
+                       speedup_vs_unmerged_cpu=round(cpu[names[1]] / cpu[name], 2))
         print(json.dumps({**row, "loadavg_1m": round(os.getloadavg()[0], 2)}), flush=True)
     return 0
 

@@ -49,14 +49,18 @@ class DecodeConfig:
     feats: str | list[str]        # feats.scp matching what the model was trained on, one per data dir
     out: str | list[str]          # output dir, one per data dir
     nj: int = 1                   # decoding processes (one GPU each when GPUs exist)
-    batch_size: int = 16          # utterances per batch
+    batch_size: int | None = None  # utterances per batch (length-sorted); null = 64 on a GPU, 16 on a CPU
+    dtype: str = "auto"           # auto (bf16 on a GPU, float32 on a CPU) | float32 | bfloat16
+    merge_lora: bool = True       # fold the LLM-LoRA (language-independent) into the LLM's weights
     chunked: bool | None = None   # None: as trained (decode_chunk_seconds when chunked)
     decoding: DecodingOptions = field(default_factory=DecodingOptions)
     lang: LanguageConfig = field(default_factory=LanguageConfig)
 
     def __post_init__(self):
-        if self.nj < 1 or self.batch_size < 1:
+        if self.nj < 1 or (self.batch_size is not None and self.batch_size < 1):
             raise UserError(f"--nj and --batch_size must be >= 1, got {self.nj} and {self.batch_size}")
+        if self.dtype not in ("auto", "float32", "bfloat16"):
+            raise UserError(f"--dtype {self.dtype!r}: expected auto, float32 or bfloat16")
 
     @classmethod
     def migrate_config(cls, data: dict, where: str) -> dict:
@@ -110,10 +114,12 @@ def decode_set(cfg: DecodeConfig) -> None:
 
 
 def read_inputs(cfg: DecodeConfig) -> list[tuple[str, int]]:
-    """Check the data dir against the feats and return (utt, n_frames) for every utterance."""
+    """Check the data dir against the feats and return (utt, n_frames) for every utterance (from
+    the dump's utt2num_frames when it has one: reading every matrix only to learn its length would
+    cost as much I/O as decoding reads)."""
     import kaldiio
 
-    from zlora.data.kaldi import DataDir
+    from zlora.data.kaldi import DataDir, read_kv
 
     dd = DataDir(cfg.data)
     feats = kaldiio.load_scp(cfg.feats)
@@ -121,7 +127,9 @@ def read_inputs(cfg: DecodeConfig) -> list[tuple[str, int]]:
     if missing:
         raise UserError(f"{cfg.feats}: no features for {len(missing)} utterances of {cfg.data}, "
                         f"e.g. {missing[0]}")
-    return [(u, feats[u].shape[0]) for u in dd.utts]
+    u2n = Path(cfg.feats).parent / "utt2num_frames"
+    frames = read_kv(u2n, 2) if u2n.is_file() else {}
+    return [(u, int(frames[u]) if u in frames else feats[u].shape[0]) for u in dd.utts]
 
 
 def run_parts(cfg: DecodeConfig, parts: list[Part]) -> None:
@@ -168,9 +176,10 @@ def _decode_part(cfg: DecodeConfig, part: Part) -> None:
     lang_index = {l: i for i, l in enumerate(model.languages)}
     source = LANG_SOURCES.get(cfg.lang.mode)(cfg.lang, model)
     hyps, used, audio_s, t0 = {}, {}, 0.0, time.perf_counter()
-    for batch in batches(part.utts, cfg.batch_size):
+    for batch in batches(part.utts, cfg.batch_size or (64 if device.startswith("cuda") else 16)):
         mats = [read_feats(feats, u, cfg.feats) for u in batch]
         x, lens = pad(mats)
+        x = x.to(next(model.parameters()).dtype)
         check_long_inputs(model, batch, lens, cfg.feats, log)
         true = torch.tensor([lang_of(dd, u, lang_index, cfg.data) for u in batch], device=device)
         with torch.inference_mode():
@@ -189,13 +198,21 @@ def _decode_part(cfg: DecodeConfig, part: Part) -> None:
                             "decode_seconds": time.perf_counter() - t0, "device": device})
 
 
-def load_decoding_model(cfg: DecodeConfig, device):
-    """The trained model in eval mode on ``device``; full-context rows beyond Whisper's window are
-    chunked (decoding never skips an utterance), ``--chunked`` overrides the trained setting."""
+def load_decoding_model(cfg: DecodeConfig, device: str):
+    """The trained model in eval mode on ``device``, in ``--dtype`` (bf16 on a GPU by default;
+    routers and FlyLoRA's bias stay float32), with the language-independent LLM-LoRA folded into
+    the weights (``--merge_lora``); full-context rows beyond Whisper's window are chunked (decoding
+    never skips an utterance); ``--chunked`` overrides the trained setting."""
+    import torch
+
+    from zlora.adapters.merge import merge_shared_in_place
     from zlora.train.trained import load_model_for_inference
 
     model, _ = load_model_for_inference(cfg.exp)
-    model.to(device).eval()
+    if cfg.merge_lora:
+        merge_shared_in_place(model.llm)
+    bf16 = cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and str(device).startswith("cuda"))
+    model.to(device=device, dtype=torch.bfloat16 if bf16 else torch.float32).eval()
     enc = dataclasses.replace(model.encoder.cfg, long_inputs="chunk")
     model.encoder.cfg = enc if cfg.chunked is None else dataclasses.replace(enc, chunked=cfg.chunked)
     return model
