@@ -7,7 +7,8 @@ def test_bench_decode_quick(run_quick):
     setup = [r for r in rows if r["bench"] == "decode_setup"]
     assert len(setup) == 1 and setup[0]["new_tokens_per_utt"] == 5
     dec = {r["variant"]: r for r in rows if r["bench"] == "decode"}
-    assert set(dec) == {"greedy_b1", "greedy_b8", "beam4_b8", "encode_b1", "encode_b8"}
+    assert set(dec) == {"greedy_b1", "greedy_b8", "beam4_b8", "encode_b1", "encode_b8", "greedy_b8_merged"}
+    assert dec["greedy_b8_merged"]["speedup_vs_unmerged"] > 0
     assert all(r["median_s"] > 0 and r["rtf"] > 0 for r in dec.values())
     assert dec["greedy_b8"]["speedup_vs_b1"] > 0 and "met" in dec["greedy_b8"]
     assert dec["greedy_b8"]["encoder_share"] > 0 and "speedup_llm_part" in dec["greedy_b8"]
