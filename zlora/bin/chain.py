@@ -9,6 +9,10 @@ that fails stops the chain: no later command starts, those already running finis
 exits with the failed command's status (as ``set -e`` would in a recipe, so a later stage never
 starts on a missing input).
 
+``--cmd slurm`` submits the commands as one SLURM job array instead (``--nj`` tasks at a time,
+``--sbatch_opts`` passed to sbatch; each task's log in ``--log_dir`` and a completion marker, and a
+re-run resubmits only the failed or missing commands: zlora.utils.slurm).
+
 ``--nj N`` runs up to N commands at once, each with 1/N of the torch threads (``--threads``), and
 writes each command's output to ``--log_dir``/NN.MODULE.log, as Kaldi's ``run.pl`` does; a failed
 command's log tail is printed. Only independent commands belong in one such chain. Why: on this
@@ -46,7 +50,7 @@ from zlora.utils.log import get_logger, setup_logging
 log = get_logger("chain")
 
 SEPARATOR = "---"
-VALUE_OPTIONS = ("--nj", "--threads", "--log_dir", "--preload")
+VALUE_OPTIONS = ("--nj", "--threads", "--log_dir", "--preload", "--cmd", "--sbatch_opts")
 # What most zlora commands import; a module that fails to import here is left to the child,
 # which then reports the error itself.
 PRELOAD = ("numpy", "torch", "kaldiio", "sentencepiece", "safetensors.torch", "yaml", "tqdm",
@@ -70,11 +74,20 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[list[str]]]:
     p.add_argument("--no_fork", action="store_true", help="start every command with python -m")
     p.add_argument("--preload", default="", help="comma-separated modules to import once, besides "
                    f"the defaults ({', '.join(PRELOAD)})")
+    p.add_argument("--cmd", choices=("local", "slurm"), default="local",
+                   help="local: run here (forked); slurm: one sbatch job array, --nj tasks at a time, "
+                        "each with its log and completion marker (zlora.utils.slurm)")
+    p.add_argument("--sbatch_opts", default="", help="--cmd slurm: extra sbatch options, one string "
+                   "(e.g. \"--partition gpu --gres gpu:1 --time 4:00:00\")")
+    p.add_argument("--force", action="store_true",
+                   help="--cmd slurm: resubmit commands that finished earlier too")
     args = p.parse_args(head)
     if args.nj < 1 or (args.threads is not None and args.threads < 1):
         raise UserError(f"--nj and --threads must be >= 1, got {args.nj} and {args.threads}")
     if args.nj > 1 and not args.log_dir:
         raise UserError("--nj > 1 needs --log_dir: the outputs of commands running at once would mix")
+    if args.cmd == "slurm" and not args.log_dir:
+        raise UserError("--cmd slurm needs --log_dir: each job writes its log and marker there")
     return args, split_commands(argv)
 
 
@@ -123,6 +136,10 @@ def main(argv: list[str]) -> int:
     for cmd in commands:              # every module exists, before anything runs
         if importlib.util.find_spec(cmd[0]) is None:
             raise UserError(f"{shlex.join(cmd)}: no module {cmd[0]}")
+    if args.cmd == "slurm":
+        from zlora.utils import slurm
+
+        return slurm.run(commands, args.log_dir, args.nj, args.sbatch_opts, args.force)
     fork = hasattr(os, "fork") and not args.no_fork
     if fork:
         preload(PRELOAD + tuple(m for m in args.preload.split(",") if m))
