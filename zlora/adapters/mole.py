@@ -53,6 +53,12 @@ class MoLEOptions:
     lid_tap: Optional[str] = None                       # module whose output feeds the LID MLP
     lid_hidden: int = 256
     lid_loss_weight: float = 1.0
+    # LID phase after training (zlora.train.distill.MoLELIDExtension.finish): refit the classifier
+    # on pooled tap states of up to lid_phase_utts utterances per language, class-balanced. The
+    # ASR packs are language-homogeneous, so the in-training LID loss sees one class per pack.
+    lid_phase_steps: int = 0                            # 0 = off
+    lid_phase_utts: int = 500                           # utterances per language (at most)
+    lid_phase_lr: float = 1e-3
 
     def check(self, cfg) -> None:
         if self.experts and len(self.experts) != len(cfg.languages):
@@ -77,6 +83,8 @@ class MoLEState:
         self.row_logits: Optional[torch.Tensor] = None
         self.row_frames: Optional[torch.Tensor] = None
         self._forward_id: object = None
+        self.keep_pooled = False                 # record (pooled tap states, true languages) per call
+        self.pooled: list = []
 
     def reset(self) -> None:
         self.logits = self.targets = self.pred = None
@@ -251,6 +259,8 @@ def _on_tap(owner: MoLELayer, state: MoLEState, args: tuple, out, model: nn.Modu
     state.logits = logits
     batch = owner._language_batch
     state.targets = None if batch is None else batch.on(logits.device).expand(logits.shape[0])
+    if state.keep_pooled and state.targets is not None:
+        state.pooled.append((pooled.detach().float().cpu(), state.targets.detach().cpu()))
     if state.collect:
         state.history.append((logits, state.targets))
     pred = logits.detach().argmax(dim=-1)
@@ -321,6 +331,11 @@ def _find(tensors: dict, key: str, path: str) -> torch.Tensor:
         raise ValueError(f"{path}: expected one tensor named like {key!r}, found {len(hits)}; "
                          "was the expert trained with the same adapter.target_modules?")
     return tensors[hits[0]]
+
+
+def lid_owner(model: nn.Module) -> Optional["MoLELayer"]:
+    """The MoLE layer that owns the LID classifier (the first one), or None."""
+    return next((m for m in model.modules() if isinstance(m, MoLELayer) and "lid_classifier" in m._modules), None)
 
 
 def mole_state(model: nn.Module) -> Optional[MoLEState]:

@@ -6,7 +6,7 @@
 Every decoding option is ``--decoding.<key>`` (zlora.models.generation.DecodingOptions: beam_size,
 max_new_tokens, max_len_ratio, repetition_ngram, repetition_max, length_penalty); where each
 utterance's language comes from is ``--lang.<key>`` (zlora.decode.sources: ``mode`` known, oracle,
-whisper_lid or mole, and their inputs). Work is split over ``nj`` processes (one GPU each when GPUs
+whisper_lid, probe or mole, and their inputs). Work is split over ``nj`` processes (one GPU each when GPUs
 exist); finished parts are not redone on a rerun. Writes ``OUT/text`` (Kaldi format) and
 ``OUT/rtf.json``; language-agnostic modes also write ``OUT/lid.json`` (LID accuracy per language)
 and ``OUT/utt2lang_pred``, and whisper_lid ``OUT/lid_posteriors.jsonl`` (pass it to another decode
@@ -224,7 +224,7 @@ def report_lid(cfg: DecodeConfig, parts: list[Part], out: Path) -> None:
     from zlora.decode.agnostic import lid_report, merge_posteriors
 
     rep = lid_report([p.dir for p in parts], DataDir(cfg.data).utt2lang, out, cfg.lang.mode)
-    if cfg.lang.mode == "whisper_lid":
+    if all((p.dir / "lid_posteriors.jsonl").is_file() for p in parts):      # whisper_lid, probe
         merge_posteriors([p.dir for p in parts], out)
     log.info("LID (%s): accuracy %.4f over %d utts; %s", cfg.lang.mode, rep["accuracy"], rep["utts"],
              out / "lid.json")

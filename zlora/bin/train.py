@@ -52,6 +52,7 @@ def main(argv: list[str]) -> int:
         if resume_from is not None:
             trainer.restore(resume_from)
         trainer.fit()
+        trainer.finish()                    # extensions' end of training (MoLE's LID phase)
         trainer.save_final()
     finally:
         cleanup()

@@ -10,6 +10,8 @@ per source behind one interface, in a registry (adding a source touches its clas
   routers get the argmax language's LID embedding (``--lang.router_input hard``) or the
   posterior-weighted mixture of LID embeddings with B_spec mixed by the same posterior
   (``mixture``; beyond both papers). Other kinds use the argmax language.
+- ``probe``: a linear LID probe on pooled encoder states (zlora.bin.train_lid_probe), reading the
+  decoded encoder cache itself by default; prompts and routers as for ``whisper_lid``.
 - ``mole``: LoRA-MoLE's own LID classifier (zlora.adapters.mole) picks the expert and the prompt.
   The encoder runs twice (once to classify, once inside generate: same decision, deterministic).
 
@@ -34,12 +36,14 @@ LANG_SOURCES: Registry = Registry("language source (--lang.mode)")
 @dataclass
 class LanguageConfig:
     """``lang:`` section of the decode config (``--lang.<key>``)."""
-    mode: str = "known"                   # known | oracle | whisper_lid | mole
+    mode: str = "known"                   # known | oracle | whisper_lid | probe | mole
     feats: Optional[str] = None           # whisper_lid: a log-mel feats.scp (the model may read cached states)
     whisper_dir: Optional[str] = None     # whisper_lid: Whisper dir; default model.encoder.whisper_dir
     router_input: Literal["hard", "mixture"] = "hard"   # Zipper routers under whisper_lid
     posteriors: Optional[str] = None      # whisper_lid: lid_posteriors.jsonl of an earlier decode of the
     #                                       same data, instead of running Whisper again
+    probe: Optional[str] = None           # probe: a LID probe (zlora.bin.train_lid_probe); it reads
+    #                                       --lang.feats, default the decoded features themselves
 
     def __post_init__(self):
         if self.mode not in LANG_SOURCES:
@@ -126,8 +130,65 @@ def mole_predict(model, feats: torch.Tensor, feat_lens: torch.Tensor) -> torch.T
     return state.row_prediction().clone()
 
 
+class PosteriorSource(LanguageSource):
+    """A source that yields a (B, L) posterior over the model's languages; the prompt takes the
+    argmax, Zipper routers the argmax (``router_input: hard``) or the posterior (``mixture``)."""
+
+    def posteriors(self, feats, lens, utts: list[str]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def route(self, model, feats, lens, utts, true_langs):
+        post = self.posteriors(feats, lens, utts)
+        for u, row in zip(utts, post.tolist()):
+            self.seen[u] = dict(zip(self.languages, row))
+        langs = post.argmax(-1).to(lens.device)
+        if self.cfg.router_input == "hard":
+            post = one_hot(langs, len(self.languages))
+        return Route(langs, post)
+
+
+@LANG_SOURCES.register("probe")
+class ProbeLanguage(PosteriorSource):
+    """A linear LID probe on pooled encoder states (zlora.bin.train_lid_probe). By default it reads
+    the decoded features themselves (an encoder cache the model decodes from: no extra encoder
+    pass); ``--lang.feats`` names another feats.scp of the kind the probe was trained on."""
+
+    def __init__(self, cfg: LanguageConfig, model):
+        import kaldiio
+
+        from zlora.bin.train_lid_probe import load_probe
+
+        super().__init__(cfg, model)
+        self.probe, probe_langs, meta = load_probe(cfg.probe)
+        missing = [c for c in self.languages if c not in probe_langs]
+        if missing:
+            raise UserError(f"--lang.probe {cfg.probe}: no class for the model's language(s) {', '.join(missing)}")
+        self.cols = torch.tensor([probe_langs.index(c) for c in self.languages])
+        self.dim = int(meta["dim"])
+        self.mats = kaldiio.load_scp(cfg.feats) if cfg.feats else None
+
+    @staticmethod
+    def check(cfg: LanguageConfig) -> None:
+        if not cfg.probe:
+            raise UserError("--lang.mode probe needs --lang.probe (python -m zlora.bin.train_lid_probe writes one)")
+
+    def posteriors(self, feats, lens, utts):
+        from zlora.decode.batches import pad, read_feats
+        from zlora.models.lid_probe import mean_pool
+
+        if self.mats is not None:
+            feats, lens = pad([read_feats(self.mats, u, self.cfg.feats) for u in utts])
+        if feats.shape[-1] != self.dim:
+            raise UserError(f"--lang.probe {self.cfg.probe} reads {self.dim}-dim states but the features are "
+                            f"{feats.shape[-1]}-dim; give --lang.feats of the kind it was trained on")
+        with torch.no_grad():
+            logits = self.probe(mean_pool(feats.float().cpu(), lens.cpu()))
+        post = logits.softmax(-1)[:, self.cols]                       # the model's languages only
+        return post / post.sum(-1, keepdim=True).clamp_min(1e-12)
+
+
 @LANG_SOURCES.register("whisper_lid")
-class WhisperLanguage(LanguageSource):
+class WhisperLanguage(PosteriorSource):
     """Whisper LID posteriors over the model's languages, from Whisper or ``--lang.posteriors``."""
 
     def __init__(self, cfg: LanguageConfig, model):
@@ -148,14 +209,8 @@ class WhisperLanguage(LanguageSource):
             raise UserError("--lang.mode whisper_lid needs --lang.feats (a log-mel feats.scp from dump_feats) "
                             "or --lang.posteriors (lid_posteriors.jsonl of an earlier whisper_lid decode)")
 
-    def route(self, model, feats, lens, utts, true_langs):
-        post = self._cached(utts) if self.cached is not None else self._whisper(utts)
-        for u, row in zip(utts, post.tolist()):
-            self.seen[u] = dict(zip(self.languages, row))
-        langs = post.argmax(-1).to(lens.device)
-        if self.cfg.router_input == "hard":
-            post = one_hot(langs, len(self.languages))
-        return Route(langs, post)
+    def posteriors(self, feats, lens, utts):
+        return self._cached(utts) if self.cached is not None else self._whisper(utts)
 
     def _whisper(self, utts: list[str]) -> torch.Tensor:
         from zlora.decode.agnostic import whisper_posteriors

@@ -28,8 +28,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from zlora.config import ConfigError
+from zlora.utils.log import get_logger
 
 LossExtension = Callable[[nn.Module, dict, dict], dict]
+log = get_logger("train.distill")
 
 
 @dataclass
@@ -187,13 +189,35 @@ class DistillExtension:
         return torch.stack(sums).sum() / torch.stack(frames).sum().clamp_min(1.0)
 
 class MoLELIDExtension:
-    """Adds weight * CE(LID classifier logits, true language) for a `mole` encoder adapter."""
+    """Adds weight * CE(LID classifier logits, true language) for a `mole` encoder adapter, and
+    after training (``finish``) the LID phase of ``adapter.conf.lid_phase_steps``."""
 
-    def __init__(self, model: nn.Module, weight: float):
+    def __init__(self, model: nn.Module, weight: float, options=None):
         from zlora.adapters.mole import mole_state
 
-        self.weight = weight
+        self.weight, self.options = weight, options
         mole_state(model).collect = True
+
+    def finish(self, trainer) -> None:
+        """LID phase: pooled tap states of up to ``lid_phase_utts`` training utterances per
+        language (the trained fusion, true-language routing), then the classifier refitted on them
+        class-balanced (zlora.models.lid_probe.fit_classifier): every step sees every language."""
+        import copy
+
+        from zlora.adapters.mole import lid_owner
+        from zlora.models.lid_probe import fit_classifier
+
+        opts = self.options
+        if opts is None or opts.lid_phase_steps <= 0:
+            return
+        model = trainer.engine.model
+        x, y = tap_states(model, trainer.data.dataset, opts.lid_phase_utts, trainer.engine)
+        owner = lid_owner(model)
+        clf = copy.deepcopy(owner.lid_classifier).float().cpu()
+        fit = fit_classifier(clf, x, y, len(owner.languages), opts.lid_phase_steps, opts.lid_phase_lr)
+        trainer.engine.overwrite_params(list(zip(owner.lid_classifier.parameters(), clf.parameters())))
+        log.info("MoLE LID phase: %d pooled tap states, %d class-balanced steps: train accuracy %.4f "
+                 "(balanced %.4f)", len(y), opts.lid_phase_steps, fit["train_accuracy"], fit["balanced_accuracy"])
 
     def __call__(self, model: nn.Module, batch: dict, out: dict) -> dict:
         from zlora.adapters.mole import lid_loss
@@ -202,6 +226,37 @@ class MoLELIDExtension:
         if term is None:
             return out
         return {**out, "loss": out["loss"] + self.weight * term, "lid_loss": float(term.detach())}
+
+
+@torch.no_grad()
+def tap_states(model: nn.Module, dataset, per_language: int, engine) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, d) pooled MoLE tap states and (N,) their true languages, for up to ``per_language``
+    training utterances of each language (packs in dataset order; chunks count as the encoder
+    runs them)."""
+    from zlora.adapters.mole import mole_state
+    from zlora.data.dataset import collate_packs
+
+    state, device = mole_state(model), next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    counts: dict[int, int] = {}
+    state.keep_pooled, state.pooled, was_training = True, [], model.training
+    model.eval()
+    try:
+        for p in range(len(dataset)):
+            items = dataset[(p, 0, 0)]
+            lang = items[0]["lang"]
+            if counts.get(lang, 0) >= per_language:
+                continue
+            counts[lang] = counts.get(lang, 0) + len(items)
+            batch, _ = collate_packs([items])
+            feats = batch["feats"].to(device, dtype)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=getattr(engine, "autocast", False)):
+                model.encoder(feats, batch["feat_lens"].to(device), batch["lang_ids"].to(device),
+                              batch.get("chunk_seconds"))
+    finally:
+        state.keep_pooled, pooled, state.pooled = False, state.pooled, []
+        model.train(was_training)
+    return torch.cat([x for x, _ in pooled]), torch.cat([t for _, t in pooled])
 
 
 def load_teachers(cfg: DistillConfig, languages: list[str], device,
@@ -249,8 +304,9 @@ def build_loss_extensions(cfg, model: nn.Module, device=None,
     cast to it."""
     exts: list[LossExtension] = []
     adapter = getattr(cfg, "adapter", None)
-    if adapter is not None and adapter.kind == "mole" and adapter.options.lid_loss_weight > 0:
-        exts.append(MoLELIDExtension(model, adapter.options.lid_loss_weight))
+    if adapter is not None and adapter.kind == "mole" and (adapter.options.lid_loss_weight > 0
+                                                           or adapter.options.lid_phase_steps > 0):
+        exts.append(MoLELIDExtension(model, adapter.options.lid_loss_weight, adapter.options))
     dcfg = getattr(cfg, "distill", None)
     if dcfg is not None:
         teachers = load_teachers(dcfg, list(cfg.languages), device or torch.device("cpu"), dtype)

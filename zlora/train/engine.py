@@ -132,6 +132,12 @@ class DDPEngine:
         """Trainable tensors at full precision (float32 parameters: autocast never casts them)."""
         return self.model.trainable_state_dict()
 
+    @torch.no_grad()
+    def overwrite_params(self, pairs: list) -> None:
+        """param <- value for (param, value) pairs (e.g. a classifier refitted after training)."""
+        for param, value in pairs:
+            param.copy_(value.to(param.device, param.dtype))
+
     def optimizer_state(self) -> tuple[dict | None, bool]:
         """(state to save on this rank or None, per_rank)."""
         return (self.optimizer.state_dict() if self.dist.is_main else None), False
@@ -206,6 +212,16 @@ class DeepSpeedEngine:
             full = safe_get_full_fp32_param(p) if p is not None and p.requires_grad else None
             out[name] = (full if full is not None else value).detach().cpu()
         return out
+
+    @torch.no_grad()
+    def overwrite_params(self, pairs: list) -> None:
+        """param <- value, in the bf16 module and in ZeRO's float32 master partition (which
+        ``full_weights`` and the next optimizer step read)."""
+        from deepspeed.utils import safe_set_full_fp32_param
+
+        for param, value in pairs:
+            param.copy_(value.to(param.device, param.dtype))
+            safe_set_full_fp32_param(param, value.to(param.device, torch.float32))
 
     def optimizer_state(self) -> tuple[dict, bool]:
         """This rank's ZeRO partition: the inner AdamW state and the fp32 master partition (which

@@ -94,6 +94,14 @@ class Trainer:
                                   self.exp_dir / "debug" / f"params.rank{self.dist.rank}.safetensors")
         return self.last
 
+    def finish(self) -> None:
+        """After the last step, before the final model is written: the loss extensions' own end
+        of training (MoLE's LID phase). Every rank runs it."""
+        for ext in self.engine.loss_extensions:
+            finish = getattr(ext, "finish", None)
+            if finish is not None:
+                finish(self)
+
     def _run_epoch(self, progress: Progress) -> None:
         sampler, accum = self.data.sampler, self.cfg.optim.grad_accum
         batches = iter(self.data.loader())
