@@ -131,7 +131,37 @@ def test_a_run_writes_only_data_dump_and_exp(recipe):
 
 
 # --------------------------------------------------------------------------------------- the pins
-# Measured on this project's 2-core CPU with OMP_NUM_THREADS=1 (the test sets it): see PINS.
+# Measured with conf/smoke.conf on this project's 2-core CPU, OMP_NUM_THREADS=1 as run() sets it
+# (2026-12-02). Two runs gave bit-identical losses, hypotheses and scores. To size the tolerances,
+# stage 1 (then lora and zipper-soft) was retrained under changes that should not matter, and
+# under one that breaks learning (test averages: WER for en/de, CER for ja):
+#
+#   stage 1 variant         loss step 1  step 200  valid  | test high  low | stage 2: loss 1  high  low
+#   as pinned (2 runs)        14.820      0.0670   0.671  |   62.7    47.6 |          0.718  62.7  41.9-42.7
+#   2 threads (sum order)     14.820      0.0659   0.756  |   68.7    41.9 |          0.824  60.7  41.1
+#   --seed 1                  12.660      0.0952   0.692  |   66.9    44.4 |          0.984  56.9  52.4-54.8
+#   --seed 2                  12.634      0.0946   0.667  |   70.8    40.3 |          0.945  80.5  44.4-48.4
+#   20 steps (under-trained)  14.820      7.07     3.77   |  100.0   154.0 |          4.08  100.0  213.7
+#
+# So: step 1's loss is the untrained model's on the first batch. It does not move with the thread
+# count (equal to 5 digits), so it is pinned to +-0.05: a changed loss (e.g. the CTC term, label
+# masking) or a changed initialisation fails here. If you change the initialisation on purpose,
+# re-measure and update this pin. Everything after step 1 is chaotic: the thread count alone moved
+# the valid loss by 13 % and the test averages by 6 points, a seed by 8, so those are bands around
+# all the measurements, with margin, that the under-trained model (and any model that does not
+# learn, ~100 % or more) falls far outside; the lower bounds catch the suspiciously good (e.g.
+# test transcripts leaking into training). Stage 2 trains 2 steps: its first loss is the stage-1
+# model's on the target data (an untrained LLM starts above 4), its error rates track stage 1's.
+PINS = {
+    "stage1_steps": 200,
+    "stage1_loss_first": (14.77, 14.87),       # measured 14.8196 (+-0.05)
+    "stage1_loss_last": (0.02, 0.3),           # measured 0.066-0.095; 7.07 after 20 steps
+    "stage1_valid_loss": (0.4, 1.2),           # measured 0.667-0.756; 3.77 after 20 steps
+    "stage2_loss_first": (0.4, 1.6),           # measured 0.718-0.984; 4.08 from the 20-step model
+    "wer_band": {"high": (30.0, 90.0),         # measured 56.9-80.5; 100 after 20 steps
+                 "low": (20.0, 80.0)},         # measured 40.3-54.8; 154-214 after 20 steps
+}
+
 
 def metrics(exp: Path) -> list[dict]:
     return [json.loads(line) for line in (exp / "metrics.jsonl").read_text().splitlines()]
@@ -143,31 +173,32 @@ def averages(exp: Path) -> dict[str, float]:
     return {"high": (r["en"]["rate"] + r["de"]["rate"]) / 2, "low": r["ja"]["rate"]}
 
 
+def within(value: float, band: tuple[float, float]) -> bool:
+    return band[0] <= value <= band[1]
+
+
 def test_stage1_loss_falls_as_measured(recipe):
     d, _, _ = recipe
     m = metrics(d / "exp/stage1")
     assert [x["step"] for x in (m[0], m[-1])] == [1, PINS["stage1_steps"]]
-    assert m[0]["loss"] == pytest.approx(PINS["stage1_loss_first"], abs=PINS["loss_tol_first"])
-    assert m[-1]["loss"] == pytest.approx(PINS["stage1_loss_last"], abs=PINS["loss_tol_last"])
-    assert m[-1]["valid_loss"] == pytest.approx(PINS["stage1_valid_loss"], abs=PINS["loss_tol_last"])
+    assert within(m[0]["loss"], PINS["stage1_loss_first"]), m[0]["loss"]
+    assert within(m[-1]["loss"], PINS["stage1_loss_last"]), m[-1]["loss"]
+    assert within(m[-1]["valid_loss"], PINS["stage1_valid_loss"]), m[-1]["valid_loss"]
 
 
-def test_stage2_starts_from_the_stage1_model(recipe):
-    """Stage 2's first loss is the stage-1 model's on the target data (a stage-1 model that was not
-    loaded would start near ln(vocab) = 5.3 of an untrained LLM)."""
+@pytest.mark.parametrize("method", ["lora", "zipper-soft"])
+def test_stage2_starts_from_the_stage1_model(recipe, method):
     d, _, _ = recipe
-    for m in ("lora", "zipper-soft"):
-        first = metrics(stage2_exp(d, m))[0]["loss"]
-        assert first == pytest.approx(PINS["stage2_loss_first"], abs=PINS["loss_tol_stage2"]), m
+    first = metrics(stage2_exp(d, method))[0]["loss"]
+    assert within(first, PINS["stage2_loss_first"]), first
 
 
-@pytest.mark.parametrize("run_dir", ["stage1", "stage2/lora_seed0", "stage2/zipper-soft_seed0",
-                                     "stage2/zipper-soft-initb_seed0"])
+@pytest.mark.parametrize("run_dir", ["stage1", *(f"stage2/{m}_seed0" for m in METHODS)])
 def test_error_rates_within_the_measured_band(recipe, run_dir):
     d, _, _ = recipe
     avg = averages(d / "exp" / run_dir)
-    for group, (lo, hi) in PINS["wer_band"].items():
-        assert lo <= avg[group] <= hi, (run_dir, group, avg[group])
+    for group, band in PINS["wer_band"].items():
+        assert within(avg[group], band), (run_dir, group, avg[group])
 
 
 def test_rerunning_finished_stages_is_a_noop(recipe):
@@ -233,7 +264,3 @@ def test_rerunning_second_paper_decoding_is_a_noop(lre):
     before = [p.stat().st_mtime_ns for p in watched]
     run(e, "--stage", "3", "--stop_stage", "3")
     assert [p.stat().st_mtime_ns for p in watched] == before
-
-
-# Measured values and tolerances (filled in from the runs described in the comments).
-PINS = {}

@@ -98,8 +98,7 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
     zlora.bin.train_tokenizer --text data/foundation/text data/train_sft/text \
       --vocab_size "$vocab_size" --languages "$languages" --out data/lang/spm \
       --prompts "$prompts" --prompt_symbols --- \
-    zlora.bin.train --config "$stage1_config" "${common[@]}" --resume true "${extra_train_opts[@]}" \
-      "${extra_stage1_opts[@]}"
+    zlora.bin.train --config "$stage1_config" "${common[@]}" --resume true "${extra_train_opts[@]}" "${extra_stage1_opts[@]}"
 fi
 
 if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
@@ -134,13 +133,11 @@ fi
 
 if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
   log "stage 7: scoring (row labels from each run's resolved config) and exp/RESULTS.md"
-  decodes=() scores=()
-  for exp in exp/stage1 "${sft_exps[@]}"; do
-    for set in $decode_sets; do decodes+=("$exp/decode_$set") scores+=("$exp/decode_$set/score"); done
-  done
+  decodes=()
+  for exp in exp/stage1 "${sft_exps[@]}"; do for set in $decode_sets; do decodes+=("$exp/decode_$set"); done; done
   python -m zlora.bin.score_decodes "${decodes[@]}"
   python -m zlora.bin.report --out exp/RESULTS.md --title "mini12 (synthetic speech, 2-core CPU demo)" \
-    --high "$(csv $high)" --low "$(csv $low)" --baseline "$baseline" "${scores[@]}"
+    --high "$(csv $high)" --low "$(csv $low)" --baseline "$baseline" "${decodes[@]/%//score}"
 fi
 
 if [ "$stage" -le 8 ] && [ "$stop_stage" -ge 8 ]; then
