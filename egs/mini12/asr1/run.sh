@@ -36,7 +36,7 @@ train_opts=                     # extra "--key value" overrides for every traini
 stage1_opts=                    # ... and for stage 1 only (after train_opts)
 threads=                        # torch threads per process (default: all cores)
 baseline=Vanilla-LoRA           # the row relative changes are measured against (Fig. 6)
-reference=RESULTS.md            # committed results this run is compared with at the end
+reference=RESULTS.md            # committed results printed beside this run's at the end ('' for none)
 
 help_message="Usage: $0 [--stage N] [--stop_stage N] [--methods \"lora zipper-soft ...\"] [--seeds \"0 1 2\"]"
 . ./path.sh
@@ -148,7 +148,7 @@ if [ "$stage" -le 8 ] && [ "$stop_stage" -ge 8 ]; then
     --loss exp/stage1/metrics.jsonl --data data/test --feats "dump/test/enc$sft_cached/feats.scp" "${exps[@]}"
 fi
 
-if [ "$stage" -le 8 ] && [ "$stop_stage" -ge 7 ]; then
+if [ "$stage" -le 8 ] && [ "$stop_stage" -ge 7 ] && [ -n "$reference" ]; then
   python -m zlora.bin.compare_results --reference "$reference" exp/RESULTS.md
 fi
 log "done"

@@ -52,11 +52,11 @@ if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
   log "stage 0: link the outputs of $asr1 ($linked)"
   asr1_abs=$(cd "$asr1" && pwd)
   mkdir -p exp
-  for p in $linked; do
+  for p in $linked; do            # every check before any link: a failed stage 0 links nothing
     [ -e "$asr1_abs/$p" ] || { log "$asr1/$p is missing: run $asr1/run.sh first (stages 0-7)"; exit 1; }
     [ ! -e "$p" ] || [ -L "$p" ] || { log "$p exists and is not a link to $asr1: move it away"; exit 1; }
-    ln -sfn "$asr1_abs/$p" "$p"
   done
+  for p in $linked; do ln -sfn "$asr1_abs/$p" "$p"; done
 fi
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
