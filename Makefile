@@ -23,4 +23,4 @@ test-fast: install
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest $(PYTEST_ARGS) -m "not slow and not integration" test
 
 clean-demo:
-	rm -rf egs/mini12/asr1/{data,dump,exp}
+	rm -rf egs/mini12/asr1/{data,dump,exp} egs/mini12/lre1/{data,dump,exp}

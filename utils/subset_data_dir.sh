@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Usage: utils/subset_data_dir.sh --hours H [--seed S] [--per-lang] <src-dir> <dst-dir>
 #        utils/subset_data_dir.sh --utt-list FILE <src-dir> <dst-dir>
+#        utils/subset_data_dir.sh --lang LANG <src-dir> <dst-dir>
 # Thin wrapper: all logic lives in zlora/bin/subset_data_dir.py (run with --help for the options).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -1,11 +1,12 @@
 """RESULTS.md: rows per method, mean ± std over seeds, groups, regimes, relative change, provenance."""
 import json
+from pathlib import Path
 
 import pytest
 
 from zlora.bin import report as report_cli
-from zlora.scoring.report import (ReportOptions, group_runs, load_run, mean_std, read_meta,
-                                  relative_change, write_results_md)
+from zlora.scoring.report import (ReportOptions, decode_label, group_runs, load_run, mean_std,
+                                  method_label, read_meta, relative_change, write_results_md)
 from zlora.utils.cli import UserError
 
 
@@ -147,3 +148,68 @@ def report_cli_main(argv):
     from zlora.utils.cli import run_main
 
     run_main(report_cli.main, argv)
+
+
+def test_lid_rows_from_decode_dirs(runs, tmp_path):
+    """--lid_from_decodes: a row per scored run whose decode dir holds lid.json, 'METHOD (SET)'."""
+    _, dirs = runs
+    lid = {"lang_mode": "mole", "utts": 2, "accuracy": 0.5,
+           "per_language": {"en": {"utts": 2, "correct": 1, "accuracy": 0.5}}}
+    decode = tmp_path / "mole" / "decode_test_mole"
+    score_dir = make_run(decode, "score", "LoRA-MoLE (LID: MoLE classifier)", "full", 0, {"en": 10})
+    (decode / "lid.json").write_text(json.dumps(lid))
+    out = tmp_path / "R.md"
+    assert report_cli.main(["--out", str(out), "--lid_from_decodes", *dirs, score_dir]) == 0
+    text = out.read_text()
+    assert "| LoRA-MoLE (LID: MoLE classifier) (test) | mole | 50.0 | 50.0 | 2 |" in text
+    assert text.count("| mole |") == 1          # the other runs' decode dirs have no lid.json
+    assert report_cli.main(["--out", str(out), *dirs, score_dir]) == 0
+    assert "## Language identification" not in out.read_text()
+
+
+# ----------------------------------------------------------------------------- row labels
+
+def stage2(kind, **adapter):
+    return {"stage": 2, "adapter": {"kind": kind, "init_b_from": None, **adapter}, "distill": None}
+
+
+@pytest.mark.parametrize("config, label", [
+    ({"stage": 1, "adapter": None}, "Foundation (stage 1)"),
+    (stage2("lora"), "Vanilla-LoRA"),
+    (stage2("independent"), "Independent-LoRA"),
+    (stage2("flylora"), "FlyLoRA"),
+    (stage2("zipper-static"), "Zipper-LoRA-Static"),
+    (stage2("zipper-hard"), "Zipper-LoRA-Hard"),
+    (stage2("zipper-soft"), "Zipper-LoRA-Soft"),
+    (stage2("zipper-soft", init_b_from="exp/zs/final/adapter.safetensors"), "Zipper-LoRA-Soft + initial-B"),
+    (stage2("mole"), "LoRA-MoLE"),
+    ({**stage2("lora"), "distill": {"mode": "layerwise"}}, "LoRA-KD"),
+    ({**stage2("lora"), "distill": {"mode": "output"}}, "LoRA-KD output-only"),
+])
+def test_method_label_is_the_papers_name(config, label):
+    """The paper's row names (Tables IV-V; arXiv 2506.21555), pinned here: every recipe and test
+    gets them from method_label, so a renamed kind shows up as this test failing."""
+    assert method_label(config) == label
+
+
+def test_method_label_of_a_train_config_and_unknown_kind():
+    from zlora.train.config import load_train_config
+
+    conf = Path(__file__).resolve().parents[2] / "egs/mini12/asr1/conf/stage2"
+    cfg = load_train_config(["--config", str(conf / "zipper-soft-initb.yaml"),
+                             "--adapter.init_b_from", "x/adapter.safetensors"])
+    assert method_label(cfg) == "Zipper-LoRA-Soft + initial-B"
+    with pytest.raises(ValueError, match="no-such-kind"):
+        method_label(stage2("no-such-kind"))
+    with pytest.raises(UserError, match="adapter.kind"):
+        method_label({"stage": 2, "adapter": None})
+
+
+def test_decode_label_names_the_lid_source():
+    assert decode_label(stage2("lora")) == "Vanilla-LoRA"
+    assert decode_label(stage2("zipper-soft"), "whisper_lid") == "Zipper-LoRA-Soft (LID: Whisper)"
+    assert decode_label(stage2("zipper-soft"), "whisper_lid", "mixture") == \
+        "Zipper-LoRA-Soft (LID: Whisper, mixture)"
+    assert decode_label(stage2("mole"), "mole") == "LoRA-MoLE (LID: MoLE classifier)"
+    assert decode_label({**stage2("lora"), "distill": {"mode": "layerwise"}}, "whisper_lid") == \
+        "LoRA-KD (LID: Whisper)"

@@ -168,6 +168,23 @@ def test_subset_utt_list_with_unknown_ids_fails(root):
     assert not (root / "dst" / "utt_list").exists()
 
 
+def test_subset_by_language_equals_its_utt_list(root):
+    """--lang LANG (a language expert's data) is the --utt-list of that language's ids."""
+    src = tiny.make_datadir(root / "src", langs=("de", "en", "ja"), spks_per_lang=2, utts_per_spk=2)
+    ok("subset_data_dir.sh", "--lang", "en", src, root / "en")
+    ids = [x.split()[0] for x in lines(src / "utt2lang") if x.split()[1] == "en"]
+    assert lines(root / "en" / "utt_list") == ids and len(ids) == 4
+    (root / "list").write_text("".join(f"{u}\n" for u in ids))
+    ok("subset_data_dir.sh", "--utt-list", root / "list", src, root / "by_list")
+    for name in ("text", "utt2spk", "spk2utt", "utt2lang", "wav.scp"):
+        assert lines(root / "en" / name) == lines(root / "by_list" / name), name
+    r = sh("subset_data_dir.sh", "--lang", "fr", src, root / "fr")
+    assert r.returncode != 0 and "no utterance of language 'fr'" in r.stderr and "de, en, ja" in r.stderr
+    assert not (root / "fr").exists()
+    r = sh("subset_data_dir.sh", "--lang", "en", "--per-lang", src, root / "x")
+    assert r.returncode != 0 and "--per-lang only applies to --hours" in r.stderr
+
+
 # ---- combine_data ------------------------------------------------------------------------------
 
 def test_combine_data_with_and_without_segments(root):

@@ -3,6 +3,7 @@
 Usage:
   python -m zlora.bin.subset_data_dir --hours H [--seed S] [--per_lang] SRC DST
   python -m zlora.bin.subset_data_dir --utt_list FILE SRC DST
+  python -m zlora.bin.subset_data_dir --lang LANG SRC DST
 (``utils/subset_data_dir.sh`` wraps this; Kaldi's ``--per-lang``/``--utt-list`` spellings work too.)
 DST/utt_list holds the chosen ids, one per line, so a subset can be published and rebuilt exactly
 with ``--utt_list`` (the paper publishes such lists).
@@ -35,12 +36,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--hours", type=float, help="total hours to draw (per language with --per_lang)")
     g.add_argument("--utt_list", help="file whose first field per line is an utterance id")
+    g.add_argument("--lang", help="every utterance of this language (by utt2lang)")
     p.add_argument("--seed", type=int, default=0, help="seeds the draw by hours")
     p.add_argument("--per_lang", action="store_true", help="draw --hours for each language")
     args = p.parse_args(argv)
     if args.hours is not None and args.hours <= 0:
         p.error("--hours must be > 0")
-    if args.utt_list and args.per_lang:
+    if args.per_lang and args.hours is None:
         p.error("--per_lang only applies to --hours")
     return args
 
@@ -103,14 +105,27 @@ def from_list(src: DataDir, list_file: str) -> list[str]:
     return sorted(set(ids))
 
 
+def of_language(src: DataDir, lang: str) -> list[str]:
+    """Every utterance whose utt2lang is ``lang`` (e.g. one language expert's training data)."""
+    utts = [u for u in src.utts if src.utt2lang.get(u) == lang]
+    if not utts:
+        raise DataDirError(f"{src.path}: no utterance of language {lang!r} in utt2lang "
+                           f"(it has {', '.join(sorted(set(src.utt2lang.values()))) or 'none'})")
+    return utts
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     setup_logging()
     src = DataDir(args.src)
     if Path(args.dst).resolve() == src.path.resolve():
         raise DataDirError(f"{args.dst}: destination must differ from the source")
-    utts = from_list(src, args.utt_list) if args.utt_list else by_hours(src, args.hours, args.seed,
-                                                                            args.per_lang)
+    if args.utt_list:
+        utts = from_list(src, args.utt_list)
+    elif args.lang:
+        utts = of_language(src, args.lang)
+    else:
+        utts = by_hours(src, args.hours, args.seed, args.per_lang)
     tables = copy_subset(src.path, args.dst, utts)
     atomic_write_text(Path(args.dst) / "utt_list", "".join(f"{u}\n" for u in utts))
     hours = sum(float(v) for v in tables["utt2dur"].values()) / 3600 if "utt2dur" in tables else None

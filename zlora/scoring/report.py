@@ -31,7 +31,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Any, Iterable, Literal
 
 import yaml
 
@@ -133,6 +133,66 @@ def read_meta(score_dir: str | os.PathLike) -> RunMeta | None:
         except ConfigError as e:
             raise UserError(str(e)) from None
     return None
+
+
+# ----------------------------------------------------------------------------- row labels
+
+FOUNDATION_LABEL = "Foundation (stage 1)"
+# Where a language-agnostic decode took its language from (zlora.bin.decode --lang_mode).
+LID_SOURCES = {"whisper_lid": "Whisper", "mole": "MoLE classifier", "oracle": "oracle utt2lang"}
+
+
+def method_label(config: Any) -> str:
+    """The results-table row label of a training run, from its resolved config (a TrainConfig, or
+    the dict of EXP/config.yaml): the paper's names, so every recipe and test spells them alike.
+
+    Stage 1 is "Foundation (stage 1)"; a stage-2 run is its adapter kind's display name
+    (``zlora.adapters.display_name``) plus " + initial-B" when ``adapter.init_b_from`` is set;
+    a run distilled from language experts (``distill:``, arXiv 2506.21555) is "LoRA-KD", or
+    "LoRA-KD output-only" for ``distill.mode: output``."""
+    from zlora.adapters import display_name  # torch: only when a label is asked for
+
+    cfg = config if isinstance(config, dict) else to_dict(config)
+    if cfg.get("stage", 1) == 1:
+        return FOUNDATION_LABEL
+    adapter = cfg.get("adapter") or {}
+    if "kind" not in adapter:
+        raise UserError("a stage-2 config without adapter.kind has no method label")
+    distill = cfg.get("distill")
+    if distill:
+        return "LoRA-KD output-only" if distill.get("mode") == "output" else "LoRA-KD"
+    label = display_name(adapter["kind"])
+    return label + " + initial-B" if adapter.get("init_b_from") else label
+
+
+def decode_label(config: Any, lang_mode: str = "known", router_input: str = "hard") -> str:
+    """``method_label`` plus, for a language-agnostic decode, where the language came from:
+    "LoRA-KD (LID: Whisper)", "Zipper-LoRA-Soft (LID: Whisper, mixture)"."""
+    label = method_label(config)
+    if lang_mode == "known":
+        return label
+    source = LID_SOURCES.get(lang_mode, lang_mode)
+    mixture = ", mixture" if lang_mode == "whisper_lid" and router_input == "mixture" else ""
+    return f"{label} (LID: {source}{mixture})"
+
+
+def read_yaml_dict(path: str | os.PathLike, what: str) -> dict:
+    """A YAML mapping (``yaml.safe_load``); UserError naming ``what`` if missing or not a mapping."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise UserError(f"{path}: cannot read the {what} ({e.strerror})") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: cannot parse the {what}: {e}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: the {what} is not a mapping")
+    return data
+
+
+def exp_config(exp: str | os.PathLike) -> dict:
+    """EXP/config.yaml, the resolved config zlora.bin.train wrote, as a dict."""
+    return read_yaml_dict(Path(exp) / "config.yaml", "resolved training config")
 
 
 # ----------------------------------------------------------------------------- loading
