@@ -10,6 +10,7 @@ import yaml
 from zlora.bin import score_decodes
 from zlora.bin.decode import DecodeConfig
 from zlora.config import save_config
+from zlora.decode.sources import LanguageConfig
 from zlora.utils.cli import UserError
 
 
@@ -39,7 +40,7 @@ def recipe(tmp_path, monkeypatch):
     return [decode_dir("exp/stage1", "decode_test", "u1 hello word\nu2 bonjour\n"),
             decode_dir("exp/stage2/zs_seed3", "decode_test", "u1 hello world\nu2 bonjour\n"),
             decode_dir("exp/stage2/zs_seed3", "decode_test_wlidmix", "u1 hello world\nu2 au revoir\n",
-                       lang_mode="whisper_lid", router_input="mixture", lid_feats="dump/test/feats.scp")]
+                       lang=LanguageConfig(mode="whisper_lid", router_input="mixture", feats="dump/test/feats.scp"))]
 
 
 def test_labels_seeds_and_the_recorded_command(recipe):

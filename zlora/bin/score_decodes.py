@@ -39,7 +39,9 @@ def score_argv(decode_dir: str, regime: str) -> list[str]:
         if not isinstance(dec.get(key), str):
             raise UserError(f"{decode_dir}/decode.yaml: '{key}' must be one path, got {dec.get(key)!r}")
     cfg = exp_config(dec["exp"])
-    label = decode_label(cfg, dec.get("lang_mode", "known"), dec.get("router_input", "hard"))
+    lang = dec.get("lang") or {"mode": dec.get("lang_mode", "known"),          # decode.yaml before lang.*
+                               "router_input": dec.get("router_input", "hard")}
+    label = decode_label(cfg, lang.get("mode", "known"), lang.get("router_input", "hard"))
     data = dec["data"].rstrip("/")
     return ["--ref", f"{data}/text", "--hyp", f"{decode_dir}/text", "--utt2lang", f"{data}/utt2lang",
             "--outdir", f"{decode_dir}/score", "--method", label, "--regime", regime,

@@ -138,8 +138,9 @@ def read_meta(score_dir: str | os.PathLike) -> RunMeta | None:
 # ----------------------------------------------------------------------------- row labels
 
 FOUNDATION_LABEL = "Foundation (stage 1)"
-# Where a language-agnostic decode took its language from (zlora.bin.decode --lang_mode).
-LID_SOURCES = {"whisper_lid": "Whisper", "mole": "MoLE classifier", "oracle": "oracle utt2lang"}
+# Where a language-agnostic decode took its language from (zlora.bin.decode --lang.mode).
+LID_SOURCES = {"whisper_lid": "Whisper", "probe": "LID probe", "mole": "MoLE classifier",
+               "oracle": "oracle utt2lang"}
 
 
 def method_label(config: Any) -> str:
@@ -172,7 +173,7 @@ def decode_label(config: Any, lang_mode: str = "known", router_input: str = "har
     if lang_mode == "known":
         return label
     source = LID_SOURCES.get(lang_mode, lang_mode)
-    mixture = ", mixture" if lang_mode == "whisper_lid" and router_input == "mixture" else ""
+    mixture = ", mixture" if lang_mode in ("whisper_lid", "probe") and router_input == "mixture" else ""
     return f"{label} (LID: {source}{mixture})"
 
 

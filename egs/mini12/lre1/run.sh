@@ -109,14 +109,14 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
       parts+=("exp/lre/expert_$lang/decode_$set/text")
     done
     decode exp/lre/mole "$enc" "exp/lre/mole/decode_$set"
-    decode exp/lre/mole "$enc" "exp/lre/mole/decode_${set}_mole" --lang_mode mole
+    decode exp/lre/mole "$enc" "exp/lre/mole/decode_${set}_mole" --lang.mode mole
     decode exp/lre/kd "$enc" "exp/lre/kd/decode_$set"
-    decode exp/lre/kd "$enc" "exp/lre/kd/decode_${set}_wlid" --lang_mode whisper_lid \
-      --lid_feats "dump/$set/feats.scp" --lid_whisper "$whisper_dir"   # Whisper LID: once per set, reused below
+    decode exp/lre/kd "$enc" "exp/lre/kd/decode_${set}_wlid" --lang.mode whisper_lid \
+      --lang.feats "dump/$set/feats.scp" --lang.whisper_dir "$whisper_dir"   # Whisper LID: once per set, reused below
     decode exp/lre/kd_output "$enc" "exp/lre/kd_output/decode_$set"
-    decode "$zs" "dump/$set/enc$sft_cached/feats.scp" "$zs/decode_${set}_wlid" --lang_mode whisper_lid --lid_posteriors "$post"
-    decode "$zs" "dump/$set/enc$sft_cached/feats.scp" "$zs/decode_${set}_wlidmix" --lang_mode whisper_lid \
-      --router_input mixture --lid_posteriors "$post"
+    decode "$zs" "dump/$set/enc$sft_cached/feats.scp" "$zs/decode_${set}_wlid" --lang.mode whisper_lid --lang.posteriors "$post"
+    decode "$zs" "dump/$set/enc$sft_cached/feats.scp" "$zs/decode_${set}_wlidmix" --lang.mode whisper_lid \
+      --lang.router_input mixture --lang.posteriors "$post"
     experts="exp/lre/experts/decode_$set"   # the experts' hypotheses as one row
     cmds+=(--- zlora.bin.combine_text --out "$experts/text" "${parts[@]}"
            --- zlora.bin.score --ref "data/$set/text" --hyp "$experts/text" --utt2lang "data/$set/utt2lang"
