@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Literal, Sequence
 
 from zlora.adapters.config import AdapterConfig
-from zlora.config import ConfigError, deep_merge, from_dict, parse_overrides, read_yaml
+from zlora.config import ConfigError, check_overrides, deep_merge, from_dict, parse_overrides, read_yaml
 from zlora.models.assembly import resolve_init_from
 from zlora.models.config import SpeechLLMConfig
 from zlora.train.distill import DistillConfig
@@ -202,6 +202,7 @@ def load_train_config(argv: Sequence[str]) -> TrainConfig:
     """``--config x.yaml --a.b v ...`` -> TrainConfig. ``adapter.languages`` defaults to
     ``languages`` so a config names its languages once."""
     path, overrides = parse_overrides(argv, TrainConfig)
+    check_overrides(TrainConfig, overrides)     # blamed on the command line, not on the file
     data = deep_merge(read_yaml(path) if path else {}, overrides)
     where = str(path) if path else "config"
     adapter = data.get("adapter")
