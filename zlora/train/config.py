@@ -273,6 +273,10 @@ def check_config(cfg: TrainConfig) -> None:
     if isinstance(lid, str) and not Path(lid).is_file():
         raise ConfigError(f"adapter.conf.lid_embeddings: {lid} does not exist "
                           "(python -m zlora.bin.extract_lid writes it)")
+    if isinstance(lid, str):
+        from zlora.adapters.config import read_lid_file
+
+        read_lid_file(lid)              # a text file or a pickle: named now, not as a traceback later
     for key in ("train", "train_feats", "valid", "valid_feats"):
         value = getattr(cfg.data, key)
         if value is not None and not Path(value).exists():
