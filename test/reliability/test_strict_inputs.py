@@ -6,6 +6,7 @@ import copy
 import shutil
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from rel_testlib import PY, REPO, decode_inprocess, error_line, run_cli, run_module, stage2_config
@@ -120,8 +121,8 @@ def test_utt2num_frames_is_checked_against_the_features(tmp_path, corpus, traine
     shutil.copytree(feats.parent, dump)
     (dump / "feats.scp").write_text((feats.parent / "feats.scp").read_text())    # same arks
     lines = (dump / "utt2num_frames").read_text().splitlines()
-    utt, n = lines[3].split()
-    lines[3] = f"{utt} {int(n) + 7}"
+    utt, n = lines[0].split()
+    lines[0] = f"{utt} {int(n) + 7}"
     (dump / "utt2num_frames").write_text("\n".join(lines) + "\n")
     _, cfg = trained
     cfg = {**copy.deepcopy(cfg), "exp_dir": str(tmp_path / "exp")}
@@ -130,6 +131,13 @@ def test_utt2num_frames_is_checked_against_the_features(tmp_path, corpus, traine
     assert code == 2, err
     line = error_line(err)
     assert str(dump / "utt2num_frames") in line and utt in line and str(int(n) + 7) in line and n in line, line
+    # an entry the up-front sample skips is caught when its matrix is loaded
+    from zlora.data.dataset import PackDataset, Utterance
+    from zlora.utils.cli import UserError
+
+    ds = PackDataset([Utterance(utt, 0, int(n) + 1, 1.0, [3], 10)], [[0]], feats)
+    with pytest.raises(UserError, match=f"utterance '{utt}' has {int(n) + 1} frames there, but its matrix"):
+        ds[0]
 
 
 def test_the_validator_rejects_what_kaldi_tools_or_dump_feats_would_read_otherwise(tmp_path):

@@ -283,3 +283,8 @@ def check_config(cfg: TrainConfig) -> None:
             raise ConfigError(f"data.{key}: {value} does not exist")
     if cfg.engine.engine == "deepspeed":
         load_deepspeed_json(cfg.engine)
+    from zlora.utils.io import check_outputs_apart
+
+    check_outputs_apart({"exp_dir": cfg.exp_dir},
+                        {f"data.{k}": getattr(cfg.data, k) for k in ("train", "train_feats", "valid", "valid_feats")}
+                        | {"init_from": cfg.init_from})

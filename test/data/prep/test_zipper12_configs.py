@@ -53,7 +53,8 @@ def standins(tmp_path_factory):
     tok.save_pretrained(root / "qwen3")
     Qwen3ForCausalLM(Qwen3Config(
         vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=4096,
+        # two KV heads: k/v_proj are 32 wide, as wide as the recipes' LLM-LoRA rank (rank <= width)
+        num_attention_heads=2, num_key_value_heads=2, head_dim=16, max_position_embeddings=4096,
         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, tie_word_embeddings=True)
     ).save_pretrained(root / "qwen3")
     from safetensors.torch import save_file
