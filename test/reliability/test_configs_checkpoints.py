@@ -75,14 +75,22 @@ def test_checkpoint_or_adapter_file_of_another_kind_rank_or_language_set_is_refu
     lora4 = stage2_final(trained, tmp_path, "lora4", rank=4)
     indep = stage2_final(trained, tmp_path, "indep", kind="independent")
     # model weights of another run copied over a run's own: decoding refuses them, naming the file
+    # and what they were trained as (recorded with the weights), before building anything
     target = tmp_path / "target"
     shutil.copytree(lora2, target)
     weights = target / "final" / "model.safetensors"
     shutil.copy(lora4 / "final" / "model.safetensors", weights)
     code, err = run_cli(decode_main, ["--exp", target, "--data", data, "--feats", feats, "--out", tmp_path / "d"])
     assert code == 2
-    assert f"{weights}: does not fit the model of" in error_line(err) and "shape mismatch" in error_line(err)
+    assert f"{weights}: trained with adapter.rank 4, but {target / 'final' / 'config.yaml'} says 2" in error_line(err)
     shutil.copy(indep / "final" / "model.safetensors", weights)
+    with pytest.raises(CheckpointError, match=r"model.safetensors: trained with adapter.kind 'independent', "
+                                              r"but .*config.yaml says 'lora'"):
+        load_model_for_inference(target)
+    # weights without a record (written before records existed) are still checked by shape
+    from safetensors.torch import load_file, save_file
+
+    save_file(load_file(str(weights)), str(weights))
     with pytest.raises(CheckpointError, match=r"model.safetensors: does not fit the model of .*config.yaml: "
                                               r"shape mismatch for encoder.layers.0.fc1.lora_A"):
         load_model_for_inference(target)

@@ -168,7 +168,7 @@ def alive(pid: int) -> bool:
         return False
 
 
-def big_set(tmp_path, corpus, copies: int = 60):
+def big_set(tmp_path, corpus, copies: int = 150):
     """The corpus repeated ``copies`` times (new ids, the same feature matrices): a decode of it
     keeps two workers busy for many seconds on a small CPU."""
     from zlora.data.kaldi import DataDir
@@ -198,7 +198,7 @@ def test_decode_workers_die_with_their_parent(tmp_path, trained, corpus):
         workers = {p for p in descendants(proc.pid) if "spawn_main" in cmdline(p)}
         time.sleep(0.1)
     assert len(workers) >= 2, "the workers never started"
-    time.sleep(8)                               # past their imports: decoding
+    time.sleep(6)                               # past their imports: decoding
     all_kids = descendants(proc.pid)
     assert all(alive(p) for p in workers), "the workers ended before the test could kill their parent"
     proc.send_signal(signal.SIGKILL)
