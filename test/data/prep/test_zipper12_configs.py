@@ -185,9 +185,11 @@ def test_data_plans_share_sets_and_match_run_sh():
 
 def test_run_sh_options(tmp_path):
     subprocess.run(["bash", "-n", str(RECIPE / "run.sh")], check=True)
-    ok = subprocess.run(["bash", "run.sh", "--stage", "9", "--variant", "lite_30h"], cwd=RECIPE,
-                        capture_output=True, text=True)
-    assert ok.returncode == 0 and "done" in ok.stderr, ok.stderr
+    # options parse (--variant is a recipe variable); a range that runs no stage is refused, not a
+    # silent exit 0 (utils/parse_options.sh)
+    none = subprocess.run(["bash", "run.sh", "--stage", "9", "--variant", "lite_30h"], cwd=RECIPE,
+                          capture_output=True, text=True)
+    assert none.returncode != 0 and "--stage 9 is after --stop_stage 8: no stage would run" in none.stderr, none.stderr
     bad = subprocess.run(["bash", "run.sh", "--no_such_option", "1"], cwd=RECIPE, capture_output=True, text=True)
     assert bad.returncode != 0 and "no_such_option" in bad.stderr
     assert yaml.safe_load((RECIPE / "conf/data/lite_1h.yaml").read_text())["seed"] == 1
