@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from rel_testlib import PY, REPO, decode_inprocess, error_line, run_cli, stage2_config
-from train_testlib import env, single_process_env, train_config, write_config
+from train_testlib import env, single_process_env, write_config
 
 from zlora.bin.dump_encoder import main as dump_encoder_main
 from zlora.bin.train import main as train_main

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from rel_testlib import PY, REPO, decode_inprocess, error_line, run_cli, run_module, stage2_config
+from rel_testlib import decode_inprocess, error_line, run_cli, stage2_config
 from tiny_datadir import make_datadir
 from train_testlib import single_process_env, write_config
 

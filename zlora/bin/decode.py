@@ -163,11 +163,10 @@ def _decode_part(cfg: DecodeConfig, part: Part) -> None:
     import kaldiio
     import torch
 
+    from zlora.data.feature_source import ModelInput, check_features_fit
     from zlora.data.kaldi import DataDir
     from zlora.decode.agnostic import write_part_lid, write_part_posteriors
     from zlora.decode.batches import batches, check_long_inputs, lang_of, pad, read_feats
-
-    from zlora.data.feature_source import ModelInput, check_features_fit
 
     device = part_device(part.index)
     model = load_decoding_model(cfg, device)
