@@ -69,11 +69,14 @@ def test_cli_overrides_win_over_yaml(tmp_path):
     assert (cfg.name, cfg.inner.rank, cfg.flag, cfg.langs) == ("a", 32, True, ["en", "ja"])
 
 
-def test_override_typo_fails_and_names_file(tmp_path):
+def test_override_typo_fails_and_names_the_command_line(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("name: a\n")
-    with pytest.raises(ConfigError, match=r"c\.yaml\.inner: unknown key"):
+    with pytest.raises(ConfigError, match=r"^command line: --inner\.rnak: unknown key 'rnak'"):
         load_config(Outer, ["--config", str(p), "--inner.rnak", "3"])
+    p.write_text("name: a\ninner: {rnak: 3}\n")          # the same typo in the file names the file
+    with pytest.raises(ConfigError, match=r"c\.yaml\.inner: unknown key"):
+        load_config(Outer, ["--config", str(p)])
 
 
 def test_roundtrip_and_bad_yaml(tmp_path):

@@ -14,8 +14,26 @@
 #   The first argument that does not start with "--" (or a lone "--") ends the options.
 # Unlike Kaldi's version, values are assigned with printf -v, never with eval: a value such as
 # '$(rm -rf x)' or a path with spaces is stored verbatim and never executed or word-split.
+# Stricter than Kaldi's (each mistake below used to run, or run nothing, and exit 0):
+#   - an option must name a recipe variable: an environment variable (--PATH, --HOME) or one of
+#     bash's own (--IFS, --BASHOPTS) is "invalid option";
+#   - stage and stop_stage, when the recipe has them, must be whole numbers, and stage must not
+#     come after stop_stage (no stage would run).
 
 __po_die() { echo "$0: $*" >&2; exit 1; }
+
+# Variables bash defines itself (IFS, BASHOPTS, PPID, ...), listed by a clean bash: never options.
+__po_bash_vars=" $(env -i "$BASH" --norc --noprofile -c 'compgen -v' 2>/dev/null | tr '\n' ' ') "
+__po_not_recipe() {  # $1: a variable name; prints why it is not a recipe variable, if it is not
+  local flags
+  flags=$(declare -p "$1" 2>/dev/null)
+  flags=${flags#declare -}
+  flags=${flags%% *}                 # e.g. "-", "x", "rx": the attributes of the variable
+  if [[ "$flags" == *x* ]]; then echo "$1 is an environment variable, not an option of $0"; return; fi
+  case "$__po_bash_vars" in
+    *" $1 "*) echo "$1 is a variable of bash itself, not an option of $0" ;;
+  esac
+}
 
 # --config first (Kaldi does this too, so options given later always win over the file).
 __po_args=("$@")
@@ -43,6 +61,8 @@ while [ $# -gt 0 ]; do
       __po_name=${__po_name//-/_}
       [[ "$__po_name" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || __po_die "invalid option $1"
       [ -n "${!__po_name+set}" ] || __po_die "invalid option $1"
+      __po_why=$(__po_not_recipe "$__po_name")
+      [ -z "$__po_why" ] || __po_die "invalid option $1: $__po_why"
       [ $# -ge 2 ] || __po_die "option $1 needs a value"
       __po_old=${!__po_name}
       if [ "$__po_old" = true ] || [ "$__po_old" = false ]; then
@@ -54,6 +74,16 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-unset __po_args __po_i __po_cfg __po_name __po_old
-unset -f __po_die
+# Stage ranges: numbers, in order (a reversed range used to print shell errors, or nothing, and exit 0).
+for __po_name in stage stop_stage; do
+  if [ -n "${!__po_name+set}" ] && ! [[ "${!__po_name}" =~ ^-?[0-9]+$ ]]; then
+    __po_die "--$__po_name ${!__po_name}: not a stage number"
+  fi
+done
+if [ -n "${stage+set}" ] && [ -n "${stop_stage+set}" ] && [ "$stage" -gt "$stop_stage" ]; then
+  __po_die "--stage $stage is after --stop_stage $stop_stage: no stage would run"
+fi
+
+unset __po_args __po_i __po_cfg __po_name __po_old __po_why __po_bash_vars
+unset -f __po_die __po_not_recipe
 true  # a sourced script's status is its last command's

@@ -4,11 +4,16 @@ Every ``python -m zlora.bin.<verb>`` takes ``--config conf/x.yaml`` plus ``--key
 ``--section.key value`` overrides. YAML is read with ``yaml.safe_load`` only. Unknown, misspelled or
 missing keys fail with a :class:`ConfigError` that names the key (and the file it came from), and
 values are type-checked against the dataclass annotations, so a typo never silently falls back to
-a default.
+a default. A key given twice in one YAML mapping is an error naming both lines (YAML keeps the last
+one, silently dropping the first block); an unquoted ``no``/``yes``/``on``/``off`` where a string
+is expected gets a hint (YAML 1.1 reads them as booleans); an override given on the command line
+is blamed on the command line, not on the file (:func:`check_overrides`).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import os
 import re
 import sys
@@ -94,6 +99,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return value
     if tp is str:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a string, got {str(value).lower()}: YAML 1.1 reads an "
+                              f"unquoted {'yes, on, y or true' if value else 'no, off, n or false'} as a "
+                              "boolean; quote it (e.g. the language code 'no')")
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
         return value
@@ -176,8 +185,9 @@ def _read_one_yaml(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"{path}: config file does not exist")
     try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
+        check_duplicate_keys(text, path)
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: invalid YAML: {e}") from e
     except UnicodeDecodeError as e:
@@ -187,6 +197,30 @@ def _read_one_yaml(path: Path) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
     return data
+
+
+def check_duplicate_keys(text: str, where: str | os.PathLike) -> None:
+    """A key given twice in one mapping is an error naming both lines. yaml.safe_load keeps the
+    last value, so a config with ``adapter:`` twice silently lost its first block. The text is
+    composed into nodes only (no Python objects are constructed), with the safe loader."""
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    todo = [root] if root is not None else []
+    while todo:
+        node = todo.pop()
+        if isinstance(node, yaml.SequenceNode):
+            todo.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            first: dict = {}
+            for key, value in node.value:
+                todo.append(value)
+                if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                    continue
+                line = key.start_mark.line + 1
+                if key.value in first:
+                    raise ConfigError(f"{where}:{line}: duplicate key {key.value!r} (first at line "
+                                      f"{first[key.value]}): YAML keeps only the last one, so the first "
+                                      "would be silently lost; merge them or delete one")
+                first[key.value] = line
 
 
 def set_dotted(data: dict, dotted: str, value: Any) -> None:
@@ -246,6 +280,45 @@ def parse_overrides(argv: Sequence[str], cls: type | None = None,
     return config_path, overrides
 
 
+CLI = "command line"
+
+
+def check_overrides(cls: type, overrides: dict, prefix: str = "") -> None:
+    """Unknown keys and mistyped values among the command-line overrides of dataclass ``cls``,
+    blamed on the command line (``command line: --optim.lrr: unknown key``): checked on their
+    own before they are merged into the file's keys, whose errors name the file."""
+    migrate = getattr(cls, "migrate_config", None)
+    if migrate is not None:
+        try:                    # its deprecation lines are printed once, by the full check
+            with contextlib.redirect_stderr(io.StringIO()):
+                overrides = migrate(dict(overrides), CLI)
+        except ConfigError:
+            return              # reported by the full check, with its context
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls) if f.init}
+    for key, value in overrides.items():
+        where = f"{CLI}: --{prefix}{key}"
+        if key not in fields:
+            raise ConfigError(f"{where}: unknown key {key!r} for {cls.__name__}; valid keys: "
+                              f"{', '.join(sorted(fields))}")
+        section = _section_class(hints[key])
+        if isinstance(value, dict) and section is not None:
+            check_overrides(section, value, f"{prefix}{key}.")
+        elif not isinstance(value, dict):
+            _coerce(value, hints[key], where)
+
+
+def _section_class(tp: Any) -> type | None:
+    """The dataclass of a section-typed field (``X`` or ``X | None``), else None."""
+    if dataclasses.is_dataclass(tp):
+        return tp
+    if _is_optional(tp):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(inner) == 1 and dataclasses.is_dataclass(inner[0]):
+            return inner[0]
+    return None
+
+
 def deep_merge(base: dict, extra: dict) -> dict:
     out = dict(base)
     for k, v in extra.items():
@@ -261,6 +334,7 @@ def load_config(cls: type[T], argv: Sequence[str] | None = None, description: st
     (``--help``: the keys of ``cls`` under ``description``, see :func:`parse_overrides`)."""
     argv = sys.argv[1:] if argv is None else argv
     path, overrides = parse_overrides(argv, cls, description)
+    check_overrides(cls, overrides)
     data = read_yaml(path) if path else {}
     where = str(path) if path else "config"
     return from_dict(cls, deep_merge(data, overrides), where)

@@ -45,3 +45,49 @@ def run_module(module: str, *args, timeout: float = 120, cwd=None, **env_extra) 
             env.pop(k, None)
     return subprocess.run([PY, "-m", module, *map(str, args)], capture_output=True, text=True,
                           env=env, timeout=timeout, cwd=cwd or REPO)
+
+
+def decode_inprocess(monkeypatch, args) -> tuple[int, str]:
+    """``zlora.bin.decode`` through run_main, its parts decoded in this process (no spawn)."""
+    import zlora.bin.decode as decode_cli
+
+    with monkeypatch.context() as m:
+        m.setattr(decode_cli, "run_parts", lambda cfg, parts: [decode_cli.decode_part(cfg, p) for p in parts])
+        return run_cli(decode_cli.main, [str(a) for a in args])
+
+
+def stage2_config(trained, tmp_path, name, **adapter) -> dict:
+    """A stage-2 config dict on top of the session's stage-1 run."""
+    import copy
+
+    exp1, cfg = trained
+    return {**copy.deepcopy(cfg), "exp_dir": str(tmp_path / name), "stage": 2, "init_from": str(exp1),
+            "adapter": {"kind": "lora", "rank": 2, "alpha": 4.0, **adapter}}
+
+
+def stage2_final(trained, tmp_path, name, **adapter) -> Path:
+    """EXP/final of an (untrained) stage-2 model: what training would leave, without the steps."""
+    from train_testlib import write_config
+
+    from zlora.models.assembly import frozen_fingerprint
+    from zlora.train import checkpoint as ck
+    from zlora.train.config import load_train_config
+    from zlora.train.trained import assemble
+
+    cfg = load_train_config(["--config", str(write_config(tmp_path / f"{name}.yaml",
+                                                          stage2_config(trained, tmp_path, name, **adapter)))])
+    model = assemble(cfg)
+    ck.save_final(cfg.exp_dir, model, cfg, {"step": 0}, frozen_fingerprint(model))
+    return tmp_path / name
+
+
+def rewrite_tensors(path, change) -> None:
+    """Apply ``change(dict of tensors)`` to a safetensors file in place, keeping its metadata."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    tensors = load_file(str(path))
+    change(tensors)
+    save_file(tensors, str(path), metadata=meta)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from rel_testlib import error_line, run_cli, run_module
+from rel_testlib import error_line, run_cli, run_module, stage2_config, stage2_final
 from train_testlib import single_process_env, write_config
 
 from zlora.bin.decode import main as decode_main
@@ -28,7 +28,7 @@ def test_config_typo_wrong_type_and_missing_key_exit_2_naming_the_key(tmp_path, 
     proc = run_module("zlora.bin.train", "--config", path, "--optim.lr_rate", "1e-3")
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines() == [
-        f"train.py: error: {path}.optim: unknown key(s) 'lr_rate' for OptimConfig; valid keys: betas, "
+        "train.py: error: command line: --optim.lr_rate: unknown key 'lr_rate' for OptimConfig; valid keys: betas, "
         "clip_grad, epochs, eps, grad_accum, lr, max_steps, min_lr_ratio, scheduler, warmup_ratio, weight_decay"]
     code, err = train_cli(monkeypatch, tmp_path, cfg, "--data.batch_size", "two")
     assert code == 2 and "data.batch_size: expected an integer, got 'two'" in error_line(err)
@@ -66,27 +66,6 @@ def test_truncated_or_corrupt_checkpoint_files_exit_2_naming_the_file(tmp_path, 
     assert not (tmp_path / "d" / "text").exists()
 
 
-def stage2_config(trained, tmp_path, name, **adapter):
-    """A stage-2 config dict on top of the session's stage-1 run."""
-    exp1, cfg = trained
-    return {**copy.deepcopy(cfg), "exp_dir": str(tmp_path / name), "stage": 2, "init_from": str(exp1),
-            "adapter": {"kind": "lora", "rank": 2, "alpha": 4.0, **adapter}}
-
-
-def stage2_final(trained, tmp_path, name, **adapter):
-    """EXP/final of an (untrained) stage-2 model: what training would leave, without the steps."""
-    from zlora.models.assembly import frozen_fingerprint
-    from zlora.train import checkpoint as ck
-    from zlora.train.config import load_train_config
-    from zlora.train.trained import assemble
-
-    cfg = load_train_config(["--config", str(write_config(tmp_path / f"{name}.yaml",
-                                                          stage2_config(trained, tmp_path, name, **adapter)))])
-    model = assemble(cfg)
-    ck.save_final(cfg.exp_dir, model, cfg, {"step": 0}, frozen_fingerprint(model))
-    return tmp_path / name
-
-
 def test_checkpoint_or_adapter_file_of_another_kind_rank_or_language_set_is_refused(
         tmp_path, trained, corpus, monkeypatch):
     from zlora.train.trained import CheckpointError, load_model_for_inference
@@ -96,14 +75,22 @@ def test_checkpoint_or_adapter_file_of_another_kind_rank_or_language_set_is_refu
     lora4 = stage2_final(trained, tmp_path, "lora4", rank=4)
     indep = stage2_final(trained, tmp_path, "indep", kind="independent")
     # model weights of another run copied over a run's own: decoding refuses them, naming the file
+    # and what they were trained as (recorded with the weights), before building anything
     target = tmp_path / "target"
     shutil.copytree(lora2, target)
     weights = target / "final" / "model.safetensors"
     shutil.copy(lora4 / "final" / "model.safetensors", weights)
     code, err = run_cli(decode_main, ["--exp", target, "--data", data, "--feats", feats, "--out", tmp_path / "d"])
     assert code == 2
-    assert f"{weights}: does not fit the model of" in error_line(err) and "shape mismatch" in error_line(err)
+    assert f"{weights}: trained with adapter.rank 4, but {target / 'final' / 'config.yaml'} says 2" in error_line(err)
     shutil.copy(indep / "final" / "model.safetensors", weights)
+    with pytest.raises(CheckpointError, match=r"model.safetensors: trained with adapter.kind 'independent', "
+                                              r"but .*config.yaml says 'lora'"):
+        load_model_for_inference(target)
+    # weights without a record (written before records existed) are still checked by shape
+    from safetensors.torch import load_file, save_file
+
+    save_file(load_file(str(weights)), str(weights))
     with pytest.raises(CheckpointError, match=r"model.safetensors: does not fit the model of .*config.yaml: "
                                               r"shape mismatch for encoder.layers.0.fc1.lora_A"):
         load_model_for_inference(target)

@@ -70,7 +70,7 @@ def test_stage_rules(tmp_path, corpus):
 def test_typos_types_and_missing_keys(tmp_path, corpus):
     cfg = cfg_for(tmp_path, corpus)
     path = write_config(tmp_path / "c.yaml", cfg)
-    with pytest.raises(ConfigError, match=r"unknown key\(s\) 'lr_rate'"):
+    with pytest.raises(ConfigError, match=r"command line: --optim.lr_rate: unknown key 'lr_rate'"):
         load_train_config(["--config", str(path), "--optim.lr_rate", "1"])
     with pytest.raises(ConfigError, match="optim.grad_accum: expected an integer"):
         load_train_config(["--config", str(path), "--optim.grad_accum", "two"])

@@ -36,6 +36,20 @@ def _find_targets(model: nn.Module, cfg: AdapterConfig) -> list[tuple[str, nn.Li
     return targets
 
 
+def check_rank_fits(model: nn.Module, cfg: AdapterConfig, key: str = "adapter.rank") -> None:
+    """A rank-r update of a d_in -> d_out layer needs r <= min(d_in, d_out); a larger rank (e.g.
+    4096 on a 512-wide layer) only adds parameters that cannot help. ``key`` names the option in
+    the message (adapter.rank, model.llm_lora.rank)."""
+    for name, linear in _find_targets(model, cfg):
+        width = min(linear.in_features, linear.out_features)
+        if cfg.rank > width:
+            from zlora.config import ConfigError
+
+            raise ConfigError(f"{key} {cfg.rank} is more than the width of {name} ({linear.in_features} -> "
+                              f"{linear.out_features}): a rank-r update needs r <= min(d_in, d_out) = "
+                              f"{width}; lower {key}")
+
+
 def apply_adapters(model: nn.Module, cfg: AdapterConfig) -> list[str]:
     """Wrap every nn.Linear whose qualified name fully matches ``cfg.target_modules``.
 

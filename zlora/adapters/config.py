@@ -132,6 +132,17 @@ class AdapterConfig:
         return json.dumps(data, sort_keys=True, default=str)
 
 
+def read_lid_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """{lang: (d_lid,)} from a safetensors file; anything else (a text file, a pickle, a truncated
+    file, NaN) is a ConfigError naming the file and the command that writes it."""
+    from zlora.utils.io import CheckpointError, load_tensors
+
+    try:
+        return load_tensors(path, "LID embeddings")
+    except CheckpointError as e:
+        raise ConfigError(f"adapter.conf.lid_embeddings: {e}; write it with python -m zlora.bin.extract_lid") from None
+
+
 def load_lid_embeddings(cfg: AdapterConfig) -> torch.Tensor:
     """(L, d_lid) float32 LID embeddings in ``cfg.languages`` order, centred if ``center_lid``.
 
@@ -141,11 +152,9 @@ def load_lid_embeddings(cfg: AdapterConfig) -> torch.Tensor:
     src = opts.lid_embeddings
     where = "adapter.conf.lid_embeddings"
     if isinstance(src, (str, os.PathLike)):
-        from safetensors.torch import load_file
-
         if not os.path.isfile(src):
             raise FileNotFoundError(f"{where}: LID embedding file {src!r} does not exist")
-        src, where = load_file(str(src)), str(src)
+        src, where = read_lid_file(src), str(src)
     if not isinstance(src, dict):
         raise ValueError(f"{where}: expected a path or a dict of tensors, got {type(src).__name__}")
     missing = [c for c in cfg.languages if c not in src]

@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from zlora.config import load_config, save_config
-from zlora.decode.jobs import Part, merge_parts, merged_is_current, part_device, split_utts, threads_per_job, write_part
+from zlora.decode.jobs import (Part, merge_parts, merged_is_current, part_device, run_worker, split_utts,
+                               threads_per_job, write_part)
+from zlora.decode.provenance import check_inputs, decode_record
 from zlora.decode.sources import LANG_SOURCES, LanguageConfig
 from zlora.models.generation import DecodingOptions
 from zlora.utils.cli import UserError, run_main
@@ -96,11 +98,13 @@ def per_set(cfg: DecodeConfig) -> list[DecodeConfig]:
 
 def decode_set(cfg: DecodeConfig) -> None:
     out = Path(cfg.out)
+    check_inputs(cfg)                 # --out apart from the inputs; feats of the kind the model reads
     out.mkdir(parents=True, exist_ok=True)
     setup_logging(out / "decode.log")
     save_config(cfg, out / "decode.yaml")
     utts = read_inputs(cfg)
-    parts = split_utts(utts, cfg.nj, out)
+    # parts and merge are reused only if made from the same model, features and options
+    parts = split_utts(utts, cfg.nj, out, decode_record(cfg))
     if merged_is_current(parts, out):
         log.info("%s is complete for these utterances; nothing to do", out / "text")
         return
@@ -138,7 +142,8 @@ def run_parts(cfg: DecodeConfig, parts: list[Part]) -> None:
             decode_part(cfg, p)
         return
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=decode_part, args=(cfg, p)) for p in parts]
+    # run_worker: each worker dies with this process (a killed decode leaves none behind)
+    procs = [ctx.Process(target=run_worker, args=(os.getpid(), decode_part, cfg, p)) for p in parts]
     for pr in procs:
         pr.start()
     for pr in procs:
@@ -166,12 +171,14 @@ def _decode_part(cfg: DecodeConfig, part: Part) -> None:
     import kaldiio
     import torch
 
+    from zlora.data.feature_source import ModelInput, check_features_fit
     from zlora.data.kaldi import DataDir
     from zlora.decode.agnostic import write_part_lid, write_part_posteriors
     from zlora.decode.batches import batches, check_long_inputs, lang_of, pad, read_feats
 
     device = part_device(part.index)
     model = load_decoding_model(cfg, device)
+    check_features_fit(cfg.feats, ModelInput.of_model(model))     # a cache of this model's own layers
     dd, feats = DataDir(cfg.data), kaldiio.load_scp(cfg.feats)
     lang_index = {l: i for i, l in enumerate(model.languages)}
     source = LANG_SOURCES.get(cfg.lang.mode)(cfg.lang, model)

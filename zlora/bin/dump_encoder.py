@@ -10,8 +10,10 @@ layers) and a stage-2 cache (bottom layers) pays for the encoder once.
 Writes OUT/feats.scp + OUT/feats.ark (kaldiio, one float32 (T_enc, d) matrix per utterance:
 hidden states after N layers, before the final LayerNorm, 50 frames per second),
 OUT/utt2num_frames, OUT/meta.yaml and, last, OUT/.done. A finished OUT (same settings, and the
-same --feats dump: meta.yaml records a fingerprint of feats.scp and its arks) is kept; a re-dumped
---feats makes it stale, and it is redone.
+same --feats dump and the same weights: meta.yaml records a fingerprint of feats.scp and its arks
+and the sha256 of the Whisper and --encoder_state files) is kept; a re-dumped --feats, or other
+weights behind the same paths, make it stale, and it is redone. Training and decoding check a
+cache's meta.yaml against the model (zlora.data.feature_source).
 --nj N encodes in N forked worker processes (each a 1/N share of the utterances and of the
 torch threads; OUT/feats.K.ark per worker). On this project's 2-core CPU, 2 one-thread processes
 encode ~1.2x faster than one two-thread process (see BENCHMARKS.md).
@@ -28,7 +30,8 @@ from pathlib import Path
 import yaml
 
 from zlora.utils.cli import ArgumentParser, UserError, run_main
-from zlora.utils.io import atomic_write_text, table_fingerprint
+from zlora.utils.io import atomic_write_text, check_outputs_apart, table_fingerprint
+from zlora.utils.provenance import describe, differences, files_sha256
 from zlora.utils.log import get_logger, setup_logging
 from zlora.utils.procs import map_forked
 
@@ -59,6 +62,9 @@ def main(argv: list[str]) -> int:
                         "distinct layer count")
     if args.nj < 1:
         raise UserError(f"--nj must be >= 1, got {args.nj}")
+    for out in args.out:
+        check_outputs_apart({"--out": out}, {"--feats": args.feats, "--whisper_dir": args.whisper_dir,
+                                             "--encoder_state": args.encoder_state})
     setup_logging()
     source = table_fingerprint(args.feats)   # once, before the dump: what the outputs are made from
     todo = {}
@@ -81,17 +87,32 @@ def main(argv: list[str]) -> int:
 
 
 def expected_meta(args: argparse.Namespace, n_layers: int, source: str) -> dict:
+    """The provenance record of a cache of ``n_layers`` (meta.yaml; zlora.utils.provenance):
+    the paths, the feats' fingerprint (``source``) and the sha256 of the weight files' content."""
     return {"whisper": os.path.abspath(args.whisper_dir), "feats": os.path.abspath(args.feats),
             "layers": n_layers, "encoder_state": args.encoder_state and os.path.abspath(args.encoder_state),
             "frames_per_second": 50, "dtype": "float32", "compute": "bf16" if args.bf16 else "fp32",
-            "source": source}
+            "source": source, "weights": weights_sha256(args)}
+
+
+def weights_sha256(args: argparse.Namespace) -> str:
+    """sha256 over the content of the Whisper weight files and of --encoder_state: the same paths
+    holding other weights must not pass for a finished cache."""
+    files = sorted(Path(args.whisper_dir).glob("*.safetensors")) if os.path.isdir(args.whisper_dir) else []
+    return files_sha256([*files, *([args.encoder_state] if args.encoder_state else [])])
 
 
 def is_done(out: Path, meta: dict) -> bool:
     if not (out / ".done").is_file() or not (out / "meta.yaml").is_file():
         return False
-    old = yaml.safe_load((out / "meta.yaml").read_text(encoding="utf-8")) or {}
-    return all(old.get(k) == v for k, v in meta.items())
+    try:
+        old = yaml.safe_load((out / "meta.yaml").read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError):
+        old = {}
+    diffs = differences(old if isinstance(old, dict) else {}, meta)
+    if diffs:
+        log.info("%s was made from other inputs (%s): redoing it", out, describe(diffs))
+    return not diffs
 
 
 def check_whisper(args: argparse.Namespace) -> dict:
@@ -108,6 +129,10 @@ def check_whisper(args: argparse.Namespace) -> dict:
         raise UserError(f"--layers must be in 1..{n_layers}, got {args.layers}")
     if args.encoder_state and not os.path.isfile(args.encoder_state):
         raise UserError(f"--encoder_state {args.encoder_state}: file not found")
+    if args.encoder_state:
+        from zlora.utils.io import read_metadata
+
+        read_metadata(Path(args.encoder_state))      # a pickle or a truncated file: named, before any work
     return config
 
 
@@ -125,11 +150,12 @@ def load_encoder(args: argparse.Namespace):
 
 
 def overlay_encoder_state(enc, path: str) -> None:
-    from safetensors.torch import load_file
+    from zlora.utils.io import load_tensors
 
     if not os.path.isfile(path):
         raise UserError(f"--encoder_state {path}: file not found")
-    sd = {k[len("encoder."):]: v for k, v in load_file(path).items() if k.startswith("encoder.")}
+    tensors = load_tensors(Path(path), "--encoder_state weights")
+    sd = {k[len("encoder."):]: v for k, v in tensors.items() if k.startswith("encoder.")}
     if not sd:
         raise UserError(f"--encoder_state {path}: no encoder.* tensors (was the encoder trained?)")
     known = enc.state_dict()
@@ -194,6 +220,7 @@ def encode_part(args: argparse.Namespace, todo: dict[int, Path], utts: list[str]
     encoder = load_encoder(args)
     feats = kaldiio.load_scp(args.feats)
     layers = sorted(todo)
+    max_frames = 2 * encoder.embed_positions.num_embeddings    # mel frames: the conv stride is 2
     n_frames: dict[str, int] = {}
     tmp = {n: todo[n] / f".feats{suffix}.scp.tmp" for n in layers}
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16)
@@ -202,7 +229,7 @@ def encode_part(args: argparse.Namespace, todo: dict[int, Path], utts: list[str]
             f"ark,scp:{todo[n] / f'feats{suffix}.ark'},{tmp[n]}")) for n in layers}
         for start in range(0, len(utts), args.batch_size):
             batch = utts[start:start + args.batch_size]
-            mats = [read_matrix(feats, u, args.feats, encoder.conv1.in_channels) for u in batch]
+            mats = [read_matrix(feats, u, args.feats, encoder.conv1.in_channels, max_frames) for u in batch]
             lens = torch.tensor([m.shape[0] for m in mats])
             x = torch.nn.utils.rnn.pad_sequence(mats, batch_first=True)
             hidden, enc_lens = encode_bottom(encoder, x, lens, layers[0])
@@ -238,13 +265,20 @@ def length_sorted(utts: list[str], utt2num_frames: Path) -> list[str]:
     return sorted(utts, key=lambda u: lengths.get(u, 0))
 
 
-def read_matrix(feats, utt: str, scp: str, n_mels: int):
+def read_matrix(feats, utt: str, scp: str, n_mels: int, max_frames: int | None = None):
+    """One utterance's log-mel matrix, checked: shape, and at most the frames Whisper's full-context
+    window takes (a cache cannot be chunked, so a longer utterance is an error naming it)."""
     import torch
 
     m = feats[utt]
     if m.ndim != 2 or m.shape[1] != n_mels or m.shape[0] == 0:
         raise UserError(f"{scp}: utterance {utt} has a matrix of shape {m.shape}; expected (T>0, {n_mels}) "
                         "log-mel frames (time-major)")
+    if max_frames is not None and m.shape[0] > max_frames:
+        raise UserError(f"{scp}: utterance {utt} has {m.shape[0]} frames ({m.shape[0] / 100:g} s); the Whisper "
+                        f"encoder takes at most {max_frames} ({max_frames / 100:g} s) at once and an encoder "
+                        "cache cannot be chunked: cut the recording into shorter segments, or train and "
+                        "decode it from log-mel features with a chunked encoder")
     return torch.tensor(m, dtype=torch.float32)
 
 

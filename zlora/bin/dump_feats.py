@@ -24,7 +24,7 @@ from zlora.data.audio import load_utterance
 from zlora.data.features import utterance_features
 from zlora.data.kaldi import DataDir, write_kv
 from zlora.utils.cli import UserError, run_main
-from zlora.utils.io import atomic_open, atomic_write_text, table_fingerprint
+from zlora.utils.io import atomic_open, atomic_write_text, check_outputs_apart, table_fingerprint
 from zlora.utils.log import get_logger, setup_logging
 from zlora.utils.procs import map_forked
 
@@ -115,6 +115,7 @@ def main(argv: list[str]) -> int:
     if cfg.nj < 1 or cfg.n_mels < 1:
         raise UserError(f"--nj and --n_mels must be >= 1, got nj={cfg.nj} n_mels={cfg.n_mels}")
     out = Path(cfg.out)
+    check_outputs_apart({"--out": cfg.out}, {"--data": cfg.data})   # clean() would delete a data dir's feats.scp
     source = source_fingerprint(cfg.data)   # once, before the dump: what the features are made from
     if already_done(cfg, out, source):
         log.info("%s/.done exists: features already dumped, nothing to do", out)

@@ -19,6 +19,7 @@ from pathlib import Path
 from zlora.scoring.report import RunMeta, command_line, git_revision, write_meta
 from zlora.scoring.score import format_table, score_files, write_outputs
 from zlora.utils.cli import ArgumentParser, run_main
+from zlora.utils.io import check_outputs_apart
 from zlora.utils.log import get_logger, setup_logging
 
 log = get_logger("score")
@@ -30,6 +31,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--hyp", required=True, help="hypothesis Kaldi text (from zlora.bin.decode)")
     p.add_argument("--utt2lang", required=True, help="utt -> language code")
     p.add_argument("--out", required=True, help="output dir (result.json, summary.md, errs-<lang>.txt)")
+    p.add_argument("--strict", action="store_true", help="a reference utterance without a hypothesis is "
+                   "an error (default: scored as all deletions and marked in result.json and RESULTS.md)")
     p.add_argument("--preserve_marks", default="", help="comma-separated languages whose combining "
                    "marks are kept (default: none, as Whisper's basic normaliser)")
     meta = p.add_argument_group("run description for the report (meta.json, written if --method is given)")
@@ -49,9 +52,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    check_outputs_apart({"--out": args.out}, {"--ref": args.ref, "--hyp": args.hyp, "--utt2lang": args.utt2lang})
     setup_logging()
     marks = [x for x in args.preserve_marks.split(",") if x]
-    report = score_files(args.ref, args.hyp, args.utt2lang, marks)
+    report = score_files(args.ref, args.hyp, args.utt2lang, marks, strict=args.strict)
     sources = {"reference": args.ref, "hypothesis": args.hyp, "utt2lang": args.utt2lang}
     if args.method:
         write_meta(args.out, run_meta(args, argv))

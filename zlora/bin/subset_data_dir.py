@@ -12,7 +12,9 @@ Selection by hours: the ids (sorted) are shuffled with ``random.Random`` seeded 
 with --per_lang, the language code, so adding a language never changes another's subset); we take
 the shortest prefix of the shuffled order whose duration reaches H hours (H per language with
 --per_lang): the subset overshoots the budget by less than one utterance. Durations come from
-SRC/utt2dur, which is computed and written first when missing (as Kaldi's scripts do).
+SRC/utt2dur, which is computed and written first when missing (as Kaldi's scripts do). SRC (or a
+language of it, with --per_lang) holding less than H hours is an error naming what it holds;
+--allow_fewer takes every utterance instead, with a warning.
 """
 from __future__ import annotations
 
@@ -39,11 +41,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     g.add_argument("--lang", help="every utterance of this language (by utt2lang)")
     p.add_argument("--seed", type=int, default=0, help="seeds the draw by hours")
     p.add_argument("--per_lang", action="store_true", help="draw --hours for each language")
+    p.add_argument("--allow_fewer", action="store_true",
+                   help="take every utterance when SRC (a language, with --per_lang) holds less than --hours "
+                        "(default: an error)")
     args = p.parse_args(argv)
     if args.hours is not None and args.hours <= 0:
         p.error("--hours must be > 0")
-    if args.per_lang and args.hours is None:
-        p.error("--per_lang only applies to --hours")
+    if args.hours is None and (args.per_lang or args.allow_fewer):
+        p.error("--per_lang and --allow_fewer only apply to --hours")
     return args
 
 
@@ -69,7 +74,7 @@ def draw(utts: list[str], durs: dict[str, float], seconds: float, seed: str) -> 
     return chosen
 
 
-def by_hours(src: DataDir, hours: float, seed: int, per_lang: bool) -> list[str]:
+def by_hours(src: DataDir, hours: float, seed: int, per_lang: bool, allow_fewer: bool = False) -> list[str]:
     durs = durations(src)
     if not per_lang:
         groups = {"": src.utts}
@@ -82,8 +87,12 @@ def by_hours(src: DataDir, hours: float, seed: int, per_lang: bool) -> list[str]
         pick = draw(utts, durs, hours * 3600, f"{seed}:{lang}" if per_lang else str(seed))
         got = sum(durs[u] for u in pick) / 3600
         if got < hours:
-            log.warning("%s%s: only %.3f hours available, taking all %d utterances",
-                        src.path, f" [{lang}]" if lang else "", got, len(pick))
+            where = f"{src.path}" + (f" [{lang}]" if lang else "")
+            if not allow_fewer:
+                raise DataDirError(f"{where}: holds only {got:.4g} hours ({len(pick)} utterances), less than "
+                                   f"--hours {hours:g}; lower --hours, or pass --allow_fewer to take them all")
+            log.warning("%s: only %.4g hours available, taking all %d utterances (--allow_fewer)",
+                        where, got, len(pick))
         chosen += pick
     return sorted(chosen)
 
@@ -125,7 +134,7 @@ def main(argv: list[str]) -> int:
     elif args.lang:
         utts = of_language(src, args.lang)
     else:
-        utts = by_hours(src, args.hours, args.seed, args.per_lang)
+        utts = by_hours(src, args.hours, args.seed, args.per_lang, args.allow_fewer)
     tables = copy_subset(src.path, args.dst, utts)
     atomic_write_text(Path(args.dst) / "utt_list", "".join(f"{u}\n" for u in utts))
     hours = sum(float(v) for v in tables["utt2dur"].values()) / 3600 if "utt2dur" in tables else None

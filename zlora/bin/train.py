@@ -11,7 +11,7 @@ EXP/checkpoints/step-N/ + latest, and EXP/final/ (see zlora.train.checkpoint).
 from __future__ import annotations
 
 from zlora.models import assembly
-from zlora.train.checkpoint import load_tensors
+from zlora.train.checkpoint import check_weights_record, load_tensors
 from zlora.train.config import check_config, load_train_config
 from zlora.train.data import build_train_data, build_valid_loader
 from zlora.train.distill import build_loss_extensions
@@ -44,6 +44,7 @@ def main(argv: list[str]) -> int:
         train_data = build_train_data(cfg, model, dist)
         valid_loader = build_valid_loader(cfg, model, dist)
         if resume_from is not None:         # weights before the engine: ZeRO copies them at init
+            check_weights_record(resume_from / "model.safetensors", cfg, "this run's config")   # e.g. the tokenizer
             model.load_trainable_state_dict(load_tensors(resume_from / "model.safetensors"))
         extensions = build_loss_extensions(cfg, model, dist.device, compute_dtype(cfg.engine, dist.device))
         engine = build_engine(cfg, model, dist, extensions)

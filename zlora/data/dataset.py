@@ -102,6 +102,7 @@ def load_utterances(data_dir: str | Path, feats_scp: str | Path, model: LengthMo
     text, utt2lang, utt2dur = dd.text, dd.utt2lang, dd.utt2dur
     frames = read_num_frames(feats_scp, feats)
     check_ids(dd, text, utt2lang, feats, frames, feats_scp)
+    check_num_frames(feats, frames, list(text), feats_scp)
     lang_index = {c: i for i, c in enumerate(languages)}
     prompt_len = {c: len(model.prompt_ids(c)) for c in languages}
     max_frames = model.max_input_frames() if hasattr(model, "max_input_frames") else None
@@ -124,6 +125,28 @@ def load_utterances(data_dir: str | Path, feats_scp: str | Path, model: LengthMo
     if not corpus.utterances:
         raise UserError(f"{dd.path}: no usable utterance ({corpus.describe_skips()})")
     return corpus
+
+
+FRAME_CHECKS = 8     # utterances whose utt2num_frames entry is compared with the matrix up front
+
+
+def check_num_frames(feats, frames: dict[str, int], utts: list[str], feats_scp: Path) -> None:
+    """utt2num_frames against the real matrices of up to FRAME_CHECKS utterances spread over the
+    set (first and last included): a stale file (an older dump) fails before training starts.
+    Every other utterance is checked when its matrix is loaded (PackDataset)."""
+    if not utts or not (feats_scp.parent / "utt2num_frames").is_file():
+        return
+    k = min(FRAME_CHECKS, len(utts))
+    picks = sorted({round(i * (len(utts) - 1) / max(1, k - 1)) for i in range(k)})
+    for utt in (utts[i] for i in picks):
+        check_frame_count(utt, frames[utt], int(feats[utt].shape[0]), feats_scp)
+
+
+def check_frame_count(utt: str, listed: int, real: int, feats_scp: Path | str) -> None:
+    if listed != real:
+        raise DataDirError(f"{Path(feats_scp).parent / 'utt2num_frames'}: utterance '{utt}' has {listed} frames "
+                           f"there, but its matrix in {feats_scp} has {real}: the file is stale (re-run the "
+                           "dump, or delete it to have the frames counted from the matrices)")
 
 
 def _ids(ids: list[str]) -> str:
@@ -248,7 +271,9 @@ class PackDataset(torch.utils.data.Dataset):
         items = []
         for i in self.packs[pack_id]:
             u = self.utts[i]
-            item = {"utt": u.utt, "feats": self._matrix(u.utt), "lang": u.lang, "text_ids": u.text_ids,
+            mat = self._matrix(u.utt)
+            check_frame_count(u.utt, u.n_frames, mat.shape[0], self.feats_scp)   # packing trusted it
+            item = {"utt": u.utt, "feats": mat, "lang": u.lang, "text_ids": u.text_ids,
                     "seconds": u.seconds, "n_tokens": u.n_tokens, "epoch": epoch, "batch": batch}
             if rng is not None:
                 item["chunk_seconds"] = float(self.chunk_seconds[int(rng.integers(len(self.chunk_seconds)))])

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, NamedTuple
@@ -90,8 +92,33 @@ def _decode(raw: bytes, path: Path, lineno: int) -> str:
         raise DataDirError(f"{path}:{lineno}: not valid UTF-8 (byte {e.start}: ...{bad!r}...)") from e
 
 
+BOM = "\ufeff"
+_WHITESPACE = re.compile(r"\s")
+
+
+def check_separators(line: str, path: Path, lineno: int, every: bool) -> None:
+    """Kaldi's tools split fields on spaces and tabs only; Python's str.split on any Unicode
+    whitespace. A no-break space (U+00A0) after an id would make them read different ids, so the
+    separator after the id (``every``: every separator, for tables of fixed field counts) must be
+    a space or a tab. A byte-order mark at the start of a file is part of the first id for them."""
+    if lineno == 1 and line.startswith(BOM):
+        raise DataDirError(f"{path}:1: the file starts with a UTF-8 byte-order mark (BOM, U+FEFF), "
+                           "invisible but part of the first id for Kaldi's tools; remove it "
+                           f"(sed -i '1s/^\\xEF\\xBB\\xBF//' FILE) or run utils/fix_data_dir.sh")
+    for m in _WHITESPACE.finditer(line.strip()):
+        if m.group() not in " \t":
+            name = unicodedata.name(m.group(), "whitespace")
+            raise DataDirError(f"{path}:{lineno}: fields are separated by U+{ord(m.group()):04X} ({name}), "
+                               "not a space or tab: Kaldi's tools split on spaces and tabs only and would "
+                               "read another id; use a plain space")
+        if not every:
+            return
+
+
 def split_line(line: str, path: Path, lineno: int, n_fields: tuple[int, int | None]) -> Entry:
-    """``"id  rest of line"`` -> Entry(lineno, id, rest) after checking the field count."""
+    """``"id  rest of line"`` -> Entry(lineno, id, rest) after checking the field count and the
+    separators (:func:`check_separators`)."""
+    check_separators(line, path, lineno, every=n_fields[1] is not None)
     fields = line.split()
     lo, hi = n_fields
     if len(fields) < lo or (hi is not None and len(fields) > hi):
@@ -357,6 +384,21 @@ def _read_all(path: Path, require_text: bool) -> dict[str, list[Entry]]:
     return {name: read_entries(path / name) for name in ALL_FILES if (path / name).is_file()}
 
 
+def _check_line_ends(path: Path) -> None:
+    """No trailing whitespace or carriage return: shell tools (cut, join, awk -F' ') keep it as
+    part of the last field, so 'en ' would be another language than 'en'."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            line = raw.rstrip(b"\n")
+            if line.endswith(b"\r"):
+                raise DataDirError(f"{path}:{lineno}: Windows line ending (CR LF); convert the file "
+                                   "(dos2unix, or sed -i 's/\\r$//' FILE)")
+            if line != line.rstrip():
+                raise DataDirError(f"{path}:{lineno}: trailing whitespace after the last field; remove it "
+                                   "(sed -i 's/[[:space:]]*$//' FILE): Kaldi's shell tools would keep it "
+                                   "as part of the value")
+
+
 def _check_id_sets(path: Path, files: dict[str, list[Entry]]) -> None:
     base = files["utt2spk"]
     per_utt = [n for n in PER_UTT_FILES if n in files and n != "utt2spk"]
@@ -410,7 +452,8 @@ def _check_contents(path: Path, files: dict[str, list[Entry]], known_langs) -> N
 
 
 def _check_audio(path: Path, files: dict[str, list[Entry]]) -> dict[str, float]:
-    """Decode every recording fully; return recording id -> duration (s). Checks segment bounds."""
+    """Decode every recording fully; return recording id -> duration (s). Checks segment bounds,
+    and that every utterance is long enough for dump_feats (one log-mel frame)."""
     from zlora.data.audio import AudioError, read_audio
 
     durs: dict[str, float] = {}
@@ -420,6 +463,8 @@ def _check_audio(path: Path, files: dict[str, list[Entry]]) -> dict[str, float]:
         except AudioError as err:
             raise DataDirError(f"{path / 'wav.scp'}:{e.lineno}: {err}") from err
         durs[e.key] = len(wave) / sr
+        if "segments" not in files:
+            _check_long_enough(path / "wav.scp", e, math.ceil(len(wave) * 16000 / sr))
     for e in files.get("segments", []):
         seg = parse_segment(e, path / "segments")
         dur = durs[seg.rec]
@@ -427,7 +472,19 @@ def _check_audio(path: Path, files: dict[str, list[Entry]]) -> dict[str, float]:
             raise DataDirError(f"{path / 'segments'}:{e.lineno}: utterance '{e.key}': segment "
                                f"[{seg.start}, {seg.end}] lies outside recording '{seg.rec}' "
                                f"(duration {dur:.3f} s)")
+        end = dur if seg.end == -1 else min(seg.end, dur)
+        _check_long_enough(path / "segments", e, math.ceil((end - seg.start) * 16000))
     return durs
+
+
+def _check_long_enough(path: Path, e: Entry, samples_16k: int) -> None:
+    """dump_feats needs more than N_FFT/2 samples at 16 kHz for one log-mel frame (12.5 ms)."""
+    from zlora.data.features import N_FFT
+
+    if samples_16k <= N_FFT // 2:
+        raise DataDirError(f"{path}:{e.lineno}: utterance '{e.key}': {samples_16k / 16:.1f} ms of audio is too "
+                           f"short for one log-mel frame (dump_feats needs more than {N_FFT // 2} samples at "
+                           "16 kHz, 12.5 ms); drop it or fix the recording")
 
 
 def _hours(files: dict[str, list[Entry]], rec_durs: dict[str, float] | None) -> tuple[float | None, str]:
@@ -464,6 +521,8 @@ def validate_data_dir(path: str | os.PathLike, known_langs: Iterable[str] | None
         raise DataDirError(f"in {path}: {path / 'utt2spk'} is empty: no utterances")
     _check_id_sets(path, files)
     _check_contents(path, files, None if known_langs is None else list(known_langs))
+    for name in files:
+        _check_line_ends(path / name)
     _check_spk2utt(path, files)
     rec_durs = _check_audio(path, files) if check_audio else None
     hours, source = _hours(files, rec_durs)
@@ -489,7 +548,11 @@ def read_lenient(path: str | os.PathLike, n_fields: tuple[int, int | None] | Non
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
             try:
-                e = split_line(_decode(raw, path, lineno).rstrip("\r\n"), path, lineno, n_fields)
+                line = _decode(raw, path, lineno).rstrip("\r\n")
+                if lineno == 1 and line.startswith(BOM):
+                    line = line[len(BOM):]
+                    problems.append(f"{path}:1: removed a UTF-8 byte-order mark (BOM) before the first id")
+                e = split_line(line, path, lineno, n_fields)
                 if path.name == "segments":
                     parse_segment(e, path)
                 elif path.name in ("utt2dur", "reco2dur"):

@@ -55,6 +55,20 @@ def load_stage1(model: SpeechLLM, init: "InitSource") -> None:
         raise CheckpointError(f"init_from {init.weights}: does not fit this model: {e}") from e
     check_fingerprint(model, init.frozen)
     log.info("stage 2: loaded the stage-1 model from %s", init.weights)
+    warn_new_languages(model.languages, init)
+
+
+def warn_new_languages(languages: list[str], init: "InitSource") -> None:
+    """A stage-2 language that stage 1 never trained on is allowed (its prompt and speech start
+    from what stage 1 learnt for the others) but worth a line in the log."""
+    from zlora.config import read_yaml
+
+    stage1 = read_yaml(init.config).get("languages") if init.config.is_file() else None
+    new = [lang for lang in languages if isinstance(stage1, list) and lang not in stage1]
+    if new:
+        log.warning("stage 2 language(s) %s: stage 1 never saw them (init_from %s was trained on %s); "
+                    "they start from what stage 1 learnt for the other languages", ", ".join(new),
+                    init.weights, ", ".join(map(str, stage1)))
 
 
 def insert_adapters(model: SpeechLLM, adapter_cfg) -> list[str]:

@@ -254,10 +254,12 @@ def apply_llm_lora(llm: nn.Module, cfg: SpeechLLMConfig, languages: list[str]) -
     """Plain LoRA (Eq. 7) on the LLM's linear layers. ``languages`` is carried only so that one
     language_context can span the whole model; a ``lora`` layer ignores the language."""
     from zlora.adapters import AdapterConfig, apply_adapters
+    from zlora.adapters.apply import check_rank_fits
 
     lc = cfg.llm_lora
     acfg = AdapterConfig(kind="lora", rank=lc.rank, alpha=lc.alpha, dropout=lc.dropout,
                          languages=list(languages), target_modules=lc.target_modules)
+    check_rank_fits(llm, acfg, "model.llm_lora.rank")
     names = apply_adapters(llm, acfg)
     if not names:
         from zlora.config import ConfigError

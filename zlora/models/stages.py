@@ -140,6 +140,7 @@ def set_trainable(model: "SpeechLLM", stage: int) -> None:
 def insert_encoder_adapters(model: "SpeechLLM", adapter_cfg) -> list[str]:
     """Stage 2: wrap the encoder's linear layers matched by ``adapter_cfg.target_modules``."""
     from zlora.adapters import apply_adapters
+    from zlora.adapters.apply import check_rank_fits
 
     if adapter_cfg is None:
         raise ConfigError("stage 2 needs an adapter config (the yaml 'adapter:' section)")
@@ -164,6 +165,7 @@ def insert_encoder_adapters(model: "SpeechLLM", adapter_cfg) -> list[str]:
         raise ConfigError(f"adapter.target_modules {adapter_cfg.target_modules!r} matches no linear "
                           "layer of the encoder (names look like layers.0.self_attn.q_proj)")
     try:
+        check_rank_fits(model.encoder, adapter_cfg, "adapter.rank")
         return apply_adapters(model.encoder, adapter_cfg)
     except ValueError as e:
         # zlora.adapters reports config/file mismatches (an init_b_from file of another kind, rank

@@ -71,6 +71,29 @@ class HFTokenizer:
         return self.tok.decode(ids, skip_special_tokens=True)
 
 
+# The files a Hugging Face tokenizer is read from (those a model dir has).
+HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json", "merges.txt",
+                      "special_tokens_map.json", "added_tokens.json")
+
+
+def tokenizer_file(llm_cfg) -> Path:
+    """Where an LLM config's tokenizer lives: the sentencepiece model, or the HF model dir."""
+    return Path(llm_cfg.tokenizer) if llm_cfg.tokenizer else Path(llm_cfg.model_dir)
+
+
+def tokenizer_fingerprint(llm_cfg) -> str | None:
+    """sha256 of the tokenizer's files (None when they are missing): a model records the one it
+    was trained with, and loading it with another (retrained, same path) is an error."""
+    from zlora.utils.provenance import file_sha256, files_sha256
+
+    path = tokenizer_file(llm_cfg)
+    if path.is_file():
+        return file_sha256(path)
+    if path.is_dir():
+        return files_sha256(path / name for name in HF_TOKENIZER_FILES)
+    return None
+
+
 def read_training_text(text_files: Iterable[str | os.PathLike], kaldi_text: bool = True) -> list[str]:
     """Transcripts from Kaldi ``text`` files (``utt transcript``) or plain one-sentence lines."""
     lines = []

@@ -14,7 +14,9 @@ Input: score directories, each holding ``result.json`` (written by ``zlora.bin.s
 
 Tables: for each (test set, regime), one table per language group (e.g. high-/low-resource,
 given by the user), one row per method, a column per language plus the unweighted mean of the
-row's rates over the group's languages ("Avg", as in the paper's tables; it is left empty for a
+row's rates over the group's languages. A cell whose scoring found utterances without a hypothesis
+(``missing`` in result.json) is marked ``94.60*`` and a footnote under the table gives the count:
+an incomplete decode never passes for a result ("Avg", as in the paper's tables; it is left empty for a
 row lacking one of the group's languages, to keep averages comparable). A method with several
 seeds shows mean ± sample standard deviation (ddof=1) over seeds; its Avg is the mean ± std of
 the per-seed averages. Relative change against a baseline method (Fig. 6) is
@@ -77,6 +79,11 @@ class MethodRow:
     def mean(self, lang: str) -> float | None:
         vals = self.rates(lang)
         return sum(vals) / len(vals) if vals and len(vals) == len(self.runs) else None
+
+    def missing(self, lang: str) -> tuple[int, int]:
+        """(utterances without a hypothesis, utterances) over the runs' scores of ``lang``."""
+        scored = [r.result[lang] for r in self.runs if lang in r.result]
+        return sum(x.get("missing", 0) for x in scored), sum(x["utts"] for x in scored)
 
     def group_averages(self, langs: list[str]) -> list[float] | None:
         """Per-seed unweighted means over ``langs``; None if any run lacks one of them."""
@@ -285,12 +292,20 @@ def method_table(rows: dict[str, MethodRow], langs: list[str]) -> str:
     metric = {lang: next((r.metric(lang) for r in rows.values() if r.metric(lang)), "wer") for lang in langs}
     head = ["Method", *(f"{lang} ({metric[lang].upper()})" for lang in langs), "Avg", "seeds"]
     lines = ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * (len(head) - 1)]
+    notes = []
     for method, row in rows.items():
-        cells = [fmt_cell(row.rates(lang) if len(row.rates(lang)) == len(row.runs) else None)
-                 for lang in langs]
-        lines.append(f"| {method} | " + " | ".join(cells) +
-                     f" | {fmt_cell(row.group_averages(langs))} | {len(row.runs)} |")
-    return "\n".join(lines)
+        cells = []
+        for lang in langs:
+            cell = fmt_cell(row.rates(lang) if len(row.rates(lang)) == len(row.runs) else None)
+            missing, utts = row.missing(lang)
+            if missing:
+                cell += "*"
+                notes.append(f"\\* {method}, {lang}: {missing} of {utts} utterances had no hypothesis "
+                             "(scored as all deletions: the decode was incomplete)")
+            cells.append(cell)
+        avg = fmt_cell(row.group_averages(langs)) + ("*" if any(row.missing(lang)[0] for lang in langs) else "")
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {avg} | {len(row.runs)} |")
+    return "\n".join(lines + ([""] + notes if notes else []))
 
 
 def relative_change(rows: dict[str, MethodRow], baseline: str, langs: list[str]) -> dict[str, dict[str, float]]:

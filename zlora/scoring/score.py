@@ -7,7 +7,9 @@ come from jiwer's Levenshtein alignment, per utterance, and are summed per langu
 
 Bad input, decided here:
 * a reference utterance with no hypothesis line is scored against an empty hypothesis (all
-  deletions), logged as a warning and listed in summary.md and errs-<lang>.txt;
+  deletions), logged as a warning and listed in summary.md and errs-<lang>.txt; result.json then
+  gives the count per language (``missing``, present only when > 0), which RESULTS.md marks
+  (zlora.scoring.report); ``strict=True`` (``score --strict``) makes it an error instead;
 * a hypothesis for an utterance absent from the reference is an error naming it and the file;
 * an empty hypothesis file (no lines) is an error naming the file;
 * a reference that is empty after normalisation (e.g. only "[noise]" or punctuation) has no
@@ -37,6 +39,7 @@ log = get_logger("scoring")
 
 CER_LANGUAGES = frozenset({"zh", "ja", "ko", "th"})
 RESULT_KEYS = ("metric", "errors", "ref_units", "rate", "sub", "del", "ins", "utts")
+OPTIONAL_RESULT_KEYS = ("missing",)     # utterances without a hypothesis; only written when > 0
 
 
 def metric_for(lang: str) -> str:
@@ -77,16 +80,20 @@ class LangScore:
     dele: int
     ins: int
     utts: int
+    missing: int = 0            # of ``utts``, those without a hypothesis line (scored as deletions)
 
     @property
     def rate(self) -> float:
         return self.errors / self.ref_units * 100.0
 
     def to_dict(self) -> dict:
-        """The result.json entry, keys exactly RESULT_KEYS."""
-        return {"metric": self.metric, "errors": self.errors, "ref_units": self.ref_units,
-                "rate": self.rate, "sub": self.sub, "del": self.dele, "ins": self.ins,
-                "utts": self.utts}
+        """The result.json entry: RESULT_KEYS, plus ``missing`` when some hypotheses are missing."""
+        out = {"metric": self.metric, "errors": self.errors, "ref_units": self.ref_units,
+               "rate": self.rate, "sub": self.sub, "del": self.dele, "ins": self.ins,
+               "utts": self.utts}
+        if self.missing:
+            out["missing"] = self.missing
+        return out
 
 
 @dataclass
@@ -121,8 +128,16 @@ def load_inputs(ref_path, hyp_path, utt2lang_path) -> tuple[dict, dict, dict]:
     return refs, hyps, utt2lang
 
 
-def score_files(ref_path, hyp_path, utt2lang_path, preserve_marks: Iterable[str] = ()) -> ScoreReport:
+def score_files(ref_path, hyp_path, utt2lang_path, preserve_marks: Iterable[str] = (),
+                strict: bool = False) -> ScoreReport:
+    """Score the files; ``strict``: a reference utterance without a hypothesis is an error."""
     refs, hyps, utt2lang = load_inputs(ref_path, hyp_path, utt2lang_path)
+    if strict:
+        missing = [u for u in refs if u not in hyps]
+        if missing:
+            raise UserError(f"{hyp_path}: no hypothesis for {len(missing)} of {len(refs)} reference "
+                            f"utterances ({_first(missing, 5)}): the decode is incomplete; rerun it (finished "
+                            "parts are kept), or score without --strict to count them as deletions")
     return score_corpus(refs, hyps, utt2lang, preserve_marks)
 
 
@@ -192,7 +207,7 @@ def align(items: list[tuple[str, list[str], list[str], bool]]) -> list[UttScore]
 def _sum_language(metric: str, scores: list[UttScore]) -> LangScore:
     sub, dele, ins = (sum(getattr(s, k) for s in scores) for k in ("sub", "dele", "ins"))
     return LangScore(metric=metric, errors=sub + dele + ins, ref_units=sum(len(s.ref) for s in scores),
-                     sub=sub, dele=dele, ins=ins, utts=len(scores))
+                     sub=sub, dele=dele, ins=ins, utts=len(scores), missing=sum(s.missing for s in scores))
 
 
 def _warn(report: ScoreReport) -> None:
@@ -301,12 +316,13 @@ def validate_result_dict(result: dict, where: str = "result.json") -> dict:
     if not isinstance(result, dict) or not result:
         raise UserError(f"{where}: expected a non-empty mapping of language -> scores")
     for lang, r in result.items():
-        if not isinstance(r, dict) or tuple(sorted(r)) != tuple(sorted(RESULT_KEYS)):
+        if not isinstance(r, dict) or not set(RESULT_KEYS) <= set(r) <= {*RESULT_KEYS, *OPTIONAL_RESULT_KEYS}:
             keys = sorted(r) if isinstance(r, dict) else type(r).__name__
-            raise UserError(f"{where}: language {lang!r}: expected keys {list(RESULT_KEYS)}, got {keys}")
+            raise UserError(f"{where}: language {lang!r}: expected keys {list(RESULT_KEYS)} (and optionally "
+                            f"{list(OPTIONAL_RESULT_KEYS)}), got {keys}")
         if r["metric"] not in ("wer", "cer"):
             raise UserError(f"{where}: language {lang!r}: metric must be 'wer' or 'cer', got {r['metric']!r}")
-        for k in ("errors", "ref_units", "sub", "del", "ins", "utts"):
+        for k in ("errors", "ref_units", "sub", "del", "ins", "utts", *(k for k in OPTIONAL_RESULT_KEYS if k in r)):
             if not isinstance(r[k], int) or isinstance(r[k], bool) or r[k] < 0:
                 raise UserError(f"{where}: language {lang!r}: {k} must be a non-negative integer")
         if not isinstance(r["rate"], (int, float)) or isinstance(r["rate"], bool):

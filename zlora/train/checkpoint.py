@@ -21,6 +21,12 @@ tensor containers loaded with ``torch.load(weights_only=True)``; weights are saf
 Frozen tensors are not saved; they come from the pretrained dirs or, for from-scratch parts, from
 the seeded build. ``frozen.json`` records their CRC32s (zlora.models.assembly.frozen_fingerprint)
 so a rebuild that would silently differ (another pretrained dir, another seed) is an error.
+
+``final/model.safetensors`` carries what its tensors mean in its metadata (:func:`weights_record`:
+the language list, whose order indexes the language-specific weights; adapter kind, rank and
+alpha; LLM-LoRA rank and alpha; the tokenizer's sha256), and :func:`check_weights_record` compares
+it with the config the weights are loaded with: a reordered language list in ``final/config.yaml``
+once applied every language's weights to another language without a word.
 """
 from __future__ import annotations
 
@@ -37,8 +43,9 @@ import numpy as np
 import torch
 
 from zlora.config import save_config
+from zlora.utils.provenance import short
 from zlora.utils.io import (CheckpointError, atomic_save_file, atomic_write_text, fsync_dir,  # noqa: F401
-                            load_tensors, save_tensors)
+                            load_tensors, read_metadata, save_tensors)
 from zlora.utils.log import get_logger
 
 log = get_logger("train.checkpoint")
@@ -102,6 +109,7 @@ class CheckpointPayload:
     trainer: dict | None                         # rank 0 only
     meta: dict | None                            # rank 0 only
     frozen: dict | None                          # rank 0 only
+    record: dict | None = None                   # rank 0 only: weights_record, stored with the weights
 
 
 def checkpoint_root(exp_dir: str | Path) -> Path:
@@ -113,7 +121,8 @@ def write_rank_files(tmp: Path, rank: int, payload: CheckpointPayload) -> None:
     from zlora.train.debug import maybe_kill
 
     if payload.weights is not None:
-        save_tensors(payload.weights, tmp / "model.safetensors")
+        meta = {RECORD_KEY: json.dumps(payload.record)} if payload.record is not None else None
+        save_tensors(payload.weights, tmp / "model.safetensors", meta)
         maybe_kill("checkpoint_write", payload.step)
     if payload.optimizer is not None:
         name = f"optimizer-rank{rank}.pt" if payload.optimizer_per_rank else "optimizer.pt"
@@ -178,7 +187,7 @@ def _publish(tmp: Path, final: Path, meta: dict, root: Path, keep_last: int) -> 
 
 def prune_checkpoints(root: Path, keep_last: int) -> None:
     """Delete all but the newest ``keep_last`` complete checkpoints (never the one 'latest' names)."""
-    latest = (root / LATEST).read_text(encoding="utf-8").strip() if (root / LATEST).is_file() else None
+    latest = _read_pointer(root / LATEST) if (root / LATEST).is_file() else None
     steps = sorted((int(p.name[5:]), p) for p in root.glob("step-*") if p.name[5:].isdigit())
     if keep_last > 0:
         for _, path in steps[:-keep_last]:
@@ -192,11 +201,22 @@ def read_latest(exp_dir: str | Path) -> Path | None:
     pointer = root / LATEST
     if not pointer.is_file():
         return None
-    name = pointer.read_text(encoding="utf-8").strip()
+    name = _read_pointer(pointer)
     path = root / name
     if not name.startswith("step-") or not (path / "meta.json").is_file():
         raise CheckpointError(f"{pointer} names {name!r}, which is not a complete checkpoint dir")
     return path
+
+
+def _read_pointer(pointer: Path) -> str:
+    """The checkpoint name in ``latest``; bytes that are not text are an error naming the file."""
+    try:
+        return pointer.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError:
+        steps = sorted(p.name for p in pointer.parent.glob("step-*"))
+        raise CheckpointError(f"{pointer}: not text (undecodable bytes); it must hold the name of the "
+                              f"newest complete checkpoint dir, step-N (there are: "
+                              f"{', '.join(steps) or 'none'}): write that name into it") from None
 
 
 def read_meta(ckpt: Path) -> dict:
@@ -247,7 +267,8 @@ def _write_final(exp_dir: Path, final: Path, tmp: Path, model, cfg, meta: dict, 
                  weights: dict[str, torch.Tensor]) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_tensors(weights, tmp / "model.safetensors", {"format": "zlora-trainable"})
+    save_tensors(weights, tmp / "model.safetensors",
+                 {"format": "zlora-trainable", RECORD_KEY: json.dumps(weights_record(cfg))})
     if cfg.adapter is not None:
         from zlora.adapters import save_adapter_file
 
@@ -265,6 +286,51 @@ def _write_final(exp_dir: Path, final: Path, tmp: Path, model, cfg, meta: dict, 
     fsync_dir(exp_dir)
     shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+# ---- what the weights mean ------------------------------------------------------------------------------
+RECORD_KEY = "zlora_record"          # safetensors metadata key of weights_record (JSON)
+TOKENIZER = "tokenizer"
+
+
+def weights_record(cfg) -> dict:
+    """What a TrainConfig's trainable tensors mean, stored with them: ``languages`` (order = the
+    indices of language-specific weights), the adapter's kind, rank and alpha, LLM-LoRA's rank and
+    alpha, and the tokenizer's sha256."""
+    from zlora.models.tokenizer import tokenizer_fingerprint
+
+    record = {"languages": list(cfg.languages)}
+    if cfg.adapter is not None:
+        record.update({"adapter.kind": cfg.adapter.kind, "adapter.rank": cfg.adapter.rank,
+                       "adapter.alpha": cfg.adapter.alpha})
+    lora = cfg.model.llm_lora
+    if lora.enabled:
+        record.update({"model.llm_lora.rank": lora.rank, "model.llm_lora.alpha": lora.alpha})
+    record[TOKENIZER] = tokenizer_fingerprint(cfg.model.llm)
+    return record
+
+
+def check_weights_record(weights: Path, cfg, cfg_path: "Path | str") -> None:
+    """The config must say what the weights were trained as (see the module doc); weights written
+    before records existed are not checked."""
+    from zlora.models.tokenizer import tokenizer_file
+
+    text = read_metadata(weights).get(RECORD_KEY)
+    if text is None:
+        return
+    recorded, current = json.loads(text), weights_record(cfg)
+    for key, was in recorded.items():
+        now = current.get(key)
+        if key == TOKENIZER:
+            if was and now and was != now:
+                raise CheckpointError(
+                    f"{tokenizer_file(cfg.model.llm)}: the tokenizer changed since {weights} was trained "
+                    f"with it (sha256 {short(was)} then, {short(now)} now); restore the one it was "
+                    "trained with (a retrained tokenizer maps the same ids to other pieces)")
+        elif was != now:
+            order = " (its order indexes the language-specific weights)" if key == "languages" else ""
+            raise CheckpointError(f"{weights}: trained with {key} {was!r}{order}, but {cfg_path} says "
+                                  f"{now!r}; restore the value it was trained with")
 
 
 def checkpoint_meta(step: int, epoch: int, metrics: dict, cfg, world_size: int, engine: str) -> dict:

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Literal, Sequence
 
 from zlora.adapters.config import AdapterConfig
-from zlora.config import ConfigError, deep_merge, from_dict, parse_overrides, read_yaml
+from zlora.config import ConfigError, check_overrides, deep_merge, from_dict, parse_overrides, read_yaml
 from zlora.models.assembly import resolve_init_from
 from zlora.models.config import SpeechLLMConfig
 from zlora.train.distill import DistillConfig
@@ -202,6 +202,7 @@ def load_train_config(argv: Sequence[str]) -> TrainConfig:
     """``--config x.yaml --a.b v ...`` -> TrainConfig. ``adapter.languages`` defaults to
     ``languages`` so a config names its languages once."""
     path, overrides = parse_overrides(argv, TrainConfig)
+    check_overrides(TrainConfig, overrides)     # blamed on the command line, not on the file
     data = deep_merge(read_yaml(path) if path else {}, overrides)
     where = str(path) if path else "config"
     adapter = data.get("adapter")
@@ -272,9 +273,18 @@ def check_config(cfg: TrainConfig) -> None:
     if isinstance(lid, str) and not Path(lid).is_file():
         raise ConfigError(f"adapter.conf.lid_embeddings: {lid} does not exist "
                           "(python -m zlora.bin.extract_lid writes it)")
+    if isinstance(lid, str):
+        from zlora.adapters.config import read_lid_file
+
+        read_lid_file(lid)              # a text file or a pickle: named now, not as a traceback later
     for key in ("train", "train_feats", "valid", "valid_feats"):
         value = getattr(cfg.data, key)
         if value is not None and not Path(value).exists():
             raise ConfigError(f"data.{key}: {value} does not exist")
     if cfg.engine.engine == "deepspeed":
         load_deepspeed_json(cfg.engine)
+    from zlora.utils.io import check_outputs_apart
+
+    check_outputs_apart({"exp_dir": cfg.exp_dir},
+                        {f"data.{k}": getattr(cfg.data, k) for k in ("train", "train_feats", "valid", "valid_feats")}
+                        | {"init_from": cfg.init_from})

@@ -34,6 +34,9 @@ class TrainData:
 
 
 def _load(cfg: TrainConfig, model, data_dir: str, feats: str, max_duration: float | None) -> Corpus:
+    from zlora.data.feature_source import ModelInput, check_features_fit
+
+    check_features_fit(feats, ModelInput.of_model(model))    # log-mel or a cache of the model's own layers
     # Feature rows per second from the model: 100 for log-mel, 50 for cached encoder states.
     return load_utterances(data_dir, feats, model, list(cfg.languages), cfg.data.max_tokens,
                            max_duration, 1.0 / model.seconds_per_frame)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from zlora.models import assembly
+from zlora.train.checkpoint import check_weights_record
 from zlora.train.config import TrainConfig, read_train_config
 from zlora.utils.io import CheckpointError, load_tensors
 
@@ -39,6 +40,7 @@ def load_model_for_inference(exp_dir: str | Path, checkpoint: str | Path | None 
         raise CheckpointError(f"{src / 'model.safetensors'} does not exist: has training of {exp_dir} "
                               "finished?")
     cfg = read_train_config(cfg_path)
+    check_weights_record(src / "model.safetensors", cfg, cfg_path)   # languages, ranks, tokenizer
     model = assemble(cfg)
     try:
         model.load_trainable_state_dict(load_tensors(src / "model.safetensors"), strict=True)

@@ -202,7 +202,8 @@ class Trainer:
         payload = ckpt_io.CheckpointPayload(
             step=self.step, weights=weights if is_main else None,
             optimizer=optimizer, optimizer_per_rank=per_rank, trainer=trainer if is_main else None,
-            meta=meta if is_main else None, frozen=self.frozen if is_main else None)
+            meta=meta if is_main else None, frozen=self.frozen if is_main else None,
+            record=ckpt_io.weights_record(self.cfg) if is_main else None)
         path = ckpt_io.save_checkpoint(self.exp_dir, payload, self.dist.rank, self.dist.device,
                                        self.cfg.checkpoint.keep_last)
         self.saved_step = self.step

@@ -3,6 +3,7 @@ argparse parser every ``zlora.bin`` verb uses, so options behave alike across to
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
 import sys
 from typing import Callable, Sequence
@@ -15,13 +16,35 @@ class UserError(RuntimeError):
 
 
 def run_main(main: Callable[[list[str]], int | None], argv: list[str] | None = None) -> None:
+    """Run a verb's ``main``; an input problem (ConfigError, UserError) or the file system refusing
+    (a missing file, a read-only dir, a full disk: OSError) ends with one line and exit code 2."""
     prog = sys.argv[0].rsplit("/", 1)[-1]
     try:
         rc = main(sys.argv[1:] if argv is None else argv)
-    except (ConfigError, UserError, FileNotFoundError) as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+    except (ConfigError, UserError, OSError) as e:
+        message = os_error_message(e) if isinstance(e, OSError) else str(e)
+        print(f"{prog}: error: {message}", file=sys.stderr)
         sys.exit(2)
     sys.exit(rc or 0)
+
+
+# What to do about the file system errors a user can fix.
+OS_ERROR_HINTS = {
+    errno.EACCES: "check the permissions, or choose another output path",
+    errno.EPERM: "check the permissions, or choose another output path",
+    errno.EROFS: "the file system is read-only: choose another output path",
+    errno.ENOSPC: "the disk is full: free some space and rerun (finished work is kept)",
+    errno.EDQUOT: "the disk quota is exhausted: free some space and rerun (finished work is kept)",
+}
+
+
+def os_error_message(e: OSError) -> str:
+    """``path: reason; what to do`` for an OSError (str(e) when it names no file)."""
+    if e.filename is None or e.strerror is None:
+        return str(e)
+    where = f"{e.filename} -> {e.filename2}" if e.filename2 else str(e.filename)
+    hint = OS_ERROR_HINTS.get(e.errno)
+    return f"{where}: {e.strerror}" + (f"; {hint}" if hint else "")
 
 
 def canonical_option(arg: str) -> str:

@@ -7,6 +7,7 @@ clobbers the previous version of that file.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import tempfile
@@ -73,7 +74,7 @@ def atomic_save_file(save_fn, path: str | os.PathLike) -> None:
     os.close(fd)
     os.chmod(tmp, _umask_mode())
     try:
-        save_fn(tmp)
+        _call_writer(save_fn, tmp, path)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -82,6 +83,39 @@ def atomic_save_file(save_fn, path: str | os.PathLike) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _call_writer(save_fn, tmp: str, path: Path) -> None:
+    """``save_fn(tmp)``; a writer's own error type for a failed write becomes an OSError naming
+    ``path``, so that every caller's disk-full handling sees it. torch.save raises RuntimeError
+    ("unexpected pos ...") when the disk fills up, safetensors a SafetensorError."""
+    try:
+        save_fn(tmp)
+    except RuntimeError as e:
+        raise OSError(errno.EIO, f"writing failed ({e}); is the disk full?", str(path)) from e
+    except Exception as e:
+        if type(e).__name__ != "SafetensorError":
+            raise
+        raise OSError(errno.EIO, f"writing failed ({e}); is the disk full?", str(path)) from e
+
+
+def check_outputs_apart(outputs: dict[str, str | os.PathLike | None],
+                        inputs: dict[str, str | os.PathLike | None]) -> None:
+    """Refuse an output path that is, or contains, one of the inputs: ``--out`` equal to the data
+    dir would overwrite the reference ``text`` with hypotheses. Keys are the option names shown
+    in the message; None values are skipped."""
+    for out_name, out in outputs.items():
+        if out is None:
+            continue
+        o = os.path.realpath(out)
+        for in_name, src in inputs.items():
+            if src is None:
+                continue
+            i = os.path.realpath(src)
+            if i == o or i.startswith(o.rstrip(os.sep) + os.sep):
+                what = "is" if i == o else "contains"
+                raise UserError(f"{out_name} {out} {what} the input {in_name} {src}: the outputs would "
+                                f"overwrite or mix with the inputs; choose another {out_name}")
 
 
 def table_fingerprint(*tables: str | os.PathLike) -> str:
@@ -129,12 +163,39 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict | 
     atomic_save_file(lambda tmp: save_file(out, tmp, metadata=metadata), path)
 
 
-def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+def load_tensors(path: Path, what: str = "weights") -> dict[str, torch.Tensor]:
+    """Every tensor of a safetensors file, checked finite. Errors name the file (``what`` says what
+    it should hold, e.g. "LID embeddings")."""
     from safetensors.torch import load_file
 
     if not Path(path).is_file():
-        raise CheckpointError(f"{path}: weights file does not exist")
+        raise CheckpointError(f"{path}: {what} file does not exist")
     try:
-        return load_file(str(path))
+        tensors = load_file(str(path))
     except Exception as e:  # safetensors raises its own types for truncated / corrupt files
         raise CheckpointError(f"{path}: not a readable safetensors file (truncated or corrupt?): {e}") from e
+    check_finite_tensors(tensors, path)
+    return tensors
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """The string metadata of a safetensors file ({} when it has none); errors name the file."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as e:  # safetensors raises its own types for corrupt headers
+        raise CheckpointError(f"{path}: not a readable safetensors file (truncated or corrupt?): {e}") from e
+
+
+def check_finite_tensors(tensors: dict[str, torch.Tensor], path) -> None:
+    """NaN or Inf in a weight is an error naming the tensor and the file: a model with one decodes
+    to empty hypotheses without a warning."""
+    for name, t in tensors.items():
+        if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
+            n_nan = int(torch.isnan(t).sum())
+            n_inf = int(torch.isinf(t).sum())
+            raise CheckpointError(f"{path}: tensor {name} holds {n_nan} NaN and {n_inf} Inf value(s) of "
+                                  f"{t.numel()}: the weights are broken (a diverged run?); use an "
+                                  "earlier checkpoint")

@@ -53,7 +53,8 @@ def standins(tmp_path_factory):
     tok.save_pretrained(root / "qwen3")
     Qwen3ForCausalLM(Qwen3Config(
         vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=4096,
+        # two KV heads: k/v_proj are 32 wide, as wide as the recipes' LLM-LoRA rank (rank <= width)
+        num_attention_heads=2, num_key_value_heads=2, head_dim=16, max_position_embeddings=4096,
         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, tie_word_embeddings=True)
     ).save_pretrained(root / "qwen3")
     from safetensors.torch import save_file
@@ -184,9 +185,11 @@ def test_data_plans_share_sets_and_match_run_sh():
 
 def test_run_sh_options(tmp_path):
     subprocess.run(["bash", "-n", str(RECIPE / "run.sh")], check=True)
-    ok = subprocess.run(["bash", "run.sh", "--stage", "9", "--variant", "lite_30h"], cwd=RECIPE,
-                        capture_output=True, text=True)
-    assert ok.returncode == 0 and "done" in ok.stderr, ok.stderr
+    # options parse (--variant is a recipe variable); a range that runs no stage is refused, not a
+    # silent exit 0 (utils/parse_options.sh)
+    none = subprocess.run(["bash", "run.sh", "--stage", "9", "--variant", "lite_30h"], cwd=RECIPE,
+                          capture_output=True, text=True)
+    assert none.returncode != 0 and "--stage 9 is after --stop_stage 8: no stage would run" in none.stderr, none.stderr
     bad = subprocess.run(["bash", "run.sh", "--no_such_option", "1"], cwd=RECIPE, capture_output=True, text=True)
     assert bad.returncode != 0 and "no_such_option" in bad.stderr
     assert yaml.safe_load((RECIPE / "conf/data/lite_1h.yaml").read_text())["seed"] == 1
