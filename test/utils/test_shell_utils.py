@@ -182,7 +182,7 @@ def test_subset_by_language_equals_its_utt_list(root):
     assert r.returncode != 0 and "no utterance of language 'fr'" in r.stderr and "de, en, ja" in r.stderr
     assert not (root / "fr").exists()
     r = sh("subset_data_dir.sh", "--lang", "en", "--per-lang", src, root / "x")
-    assert r.returncode != 0 and "--per-lang only applies to --hours" in r.stderr
+    assert r.returncode != 0 and "--per_lang and --allow_fewer only apply to --hours" in r.stderr
 
 
 # ---- combine_data ------------------------------------------------------------------------------
