@@ -1,6 +1,6 @@
 """A recipe's figures from its finished runs, in one process: the paper's Fig. 5-8, loss, router p.
 
-    python -m zlora.bin.figures --out exp/figures --langs de,es,...,pt --lid exp/lid/lid.safetensors \
+    python -m zlora.bin.figures --out exp/figures --languages de,es,...,pt --lid exp/lid/lid.safetensors \
         --loss exp/stage1/metrics.jsonl --data data/test --feats dump/test/enc5/feats.scp EXP...
 
 EXP...: stage-2 exp dirs (one seed each), decoded and scored on --data (EXP/decode_<set>/score).
@@ -33,7 +33,8 @@ TSNE_RUNS = ("Vanilla-LoRA", "Zipper-LoRA-Soft")   # Fig. 8's two panels
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = ArgumentParser("figures", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="directory for the PNGs")
-    p.add_argument("--langs", default="", help="comma-separated language order of the radar chart")
+    p.add_argument("--languages", default="", help="comma-separated language order of the radar chart")
+    p.add_alias("--langs", "--languages")
     p.add_argument("--baseline", default="Vanilla-LoRA", help="row label of Fig. 6's baseline")
     p.add_argument("--lid", required=True, help="LID embeddings (zlora.bin.extract_lid)")
     p.add_argument("--loss", required=True, help="metrics.jsonl of the run whose loss curve is drawn")
@@ -60,7 +61,7 @@ def main(argv: list[str]) -> int:
     runs = labelled([e.rstrip("/") for e in args.exps])
     out.mkdir(parents=True, exist_ok=True)
     scores = [f"{exp}/decode_{test_set}/score" for exp in runs.values()]
-    plot.main(["radar", "--out", str(out / "fig5_radar.png"), "--langs", args.langs, *scores])
+    plot.main(["radar", "--out", str(out / "fig5_radar.png"), "--languages", args.languages, *scores])
     plot.main(["relchange", "--out", str(out / "fig6_relchange.png"), "--baseline", args.baseline, *scores])
     plot.main(["lid", "--out", str(out / "fig7_lid.png"), args.lid])
     plot.main(["loss", "--out", str(out / "loss.png"), args.loss])

@@ -63,10 +63,10 @@ fi
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   log "stage 1: synthesise the corpus ($synth_config), subset the low-resource languages ($low_hours h each)"
   python -m zlora.bin.synth_mini12 --out data --config "$synth_config" --high "[$(csv $high)]" --low "[$(csv $low)]"
-  utils/subset_data_dir.sh --hours "$low_hours" --per-lang --seed 1 data/train_low_full data/train_low
+  utils/subset_data_dir.sh --hours "$low_hours" --per_lang --seed 1 data/train_low_full data/train_low
   utils/combine_data.sh data/train_sft data/train_high data/train_low
   python -m zlora.bin.imbalance --low "$(csv $low)" data/train_sft   # the paper: 1000:1; mini12 keeps >= 100:1
-  for set in foundation foundation_dev train_sft dev test; do utils/validate_data_dir.sh --no-audio-check "data/$set"; done
+  for set in foundation foundation_dev train_sft dev test; do utils/validate_data_dir.sh --no_audio_check "data/$set"; done
 fi
 
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
@@ -75,7 +75,7 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   for set in foundation foundation_dev train_sft dev test; do
     cmds+=(--- zlora.bin.dump_feats --data "data/$set" --out "dump/$set" --nj "$nj")
   done
-  enc=(--- zlora.bin.dump_encoder --whisper "$whisper_dir" --nj "$nj")
+  enc=(--- zlora.bin.dump_encoder --whisper_dir "$whisper_dir" --nj "$nj")
   for set in foundation foundation_dev; do
     cmds+=("${enc[@]}" --feats "dump/$set/feats.scp" --layers 6 --out "dump/$set/enc6")
   done
@@ -88,7 +88,7 @@ fi
 
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
   log "stage 3: Whisper LID embeddings (router input, §IV-E) and their cosine heatmap (Fig. 7)"
-  python -m zlora.bin.extract_lid --whisper "$whisper_dir" --langs "$languages" \
+  python -m zlora.bin.extract_lid --whisper_dir "$whisper_dir" --languages "$languages" \
     --heatmap exp/lid/fig7_lid_cosine.png "$lid"
 fi
 
@@ -97,7 +97,7 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   python -m zlora.bin.chain \
     zlora.bin.train_tokenizer --text data/foundation/text data/train_sft/text \
       --vocab_size "$vocab_size" --languages "$languages" --out data/lang/spm \
-      --prompts "$prompts" --prompt_symbols --- \
+      --prompts_file "$prompts" --prompt_symbols --- \
     zlora.bin.train --config "$stage1_config" "${common[@]}" --resume true "${extra_train_opts[@]}" "${extra_stage1_opts[@]}"
 fi
 
@@ -144,7 +144,7 @@ if [ "$stage" -le 8 ] && [ "$stop_stage" -ge 8 ]; then
   log "stage 8: figures (exp/figures): Fig. 5-8, loss, router p"
   exps=()                         # one seed; runs are recognised by their resolved configs
   for m in $methods; do exps+=("exp/stage2/${m}_seed${seeds%% *}"); done
-  python -m zlora.bin.figures --out exp/figures --langs "$languages" --baseline "$baseline" --lid "$lid" \
+  python -m zlora.bin.figures --out exp/figures --languages "$languages" --baseline "$baseline" --lid "$lid" \
     --loss exp/stage1/metrics.jsonl --data data/test --feats "dump/test/enc$sft_cached/feats.scp" "${exps[@]}"
 fi
 

@@ -63,7 +63,7 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   log "stage 1: caches of the bottom $lre_cached encoder layers, each language's stage-2 data, one LoRA expert per language"
   cmds=()
   for set in train_sft dev $lre_sets; do
-    cmds+=(--- zlora.bin.dump_encoder --whisper "$whisper_dir" --feats "dump/$set/feats.scp"
+    cmds+=(--- zlora.bin.dump_encoder --whisper_dir "$whisper_dir" --feats "dump/$set/feats.scp"
            --layers "$lre_cached" --out "dump/$set/enc$lre_cached")
   done
   for lang in $high $low; do cmds+=(--- zlora.bin.subset_data_dir --lang "$lang" data/train_sft "data/train_sft_$lang"); done
@@ -120,7 +120,7 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
     experts="exp/lre/experts/decode_$set"   # the experts' hypotheses as one row
     cmds+=(--- zlora.bin.combine_text --out "$experts/text" "${parts[@]}"
            --- zlora.bin.score --ref "data/$set/text" --hyp "$experts/text" --utt2lang "data/$set/utt2lang"
-               --outdir "$experts/score" --method "LoRA language experts" --regime full --seed 0
+               --out "$experts/score" --method "LoRA language experts" --regime full --seed 0
                --test_set "$set" --exp exp/lre/experts
            --- zlora.bin.score_decodes "${outs[@]}")
     python -m zlora.bin.chain "${cmds[@]}"

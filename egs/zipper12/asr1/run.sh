@@ -90,7 +90,7 @@ fi
 
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
   log "stage 3: Whisper LID embeddings for the Zipper router (Eq. 16)"
-  python -m zlora.bin.extract_lid --whisper "$whisper_dir" --langs "$stage2_langs" \
+  python -m zlora.bin.extract_lid --whisper_dir "$whisper_dir" --languages "$stage2_langs" \
     --heatmap exp/lid/lid_cosine.png "$lid"
 fi
 
@@ -155,7 +155,7 @@ if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
     for set in $tests; do
       log "stage 7: score $exp/decode_$set"
       python -m zlora.bin.score --ref "data/$set/text" --hyp "$exp/decode_$set/text" \
-        --utt2lang "data/$set/utt2lang" --outdir "$exp/decode_$set/score" \
+        --utt2lang "data/$set/utt2lang" --out "$exp/decode_$set/score" \
         --method "$(label "$method")" --regime "$regime" --test_set "$set" --exp "$exp"
       case "$set" in
         test_source*) source_scores+=("$exp/decode_$set/score") ;;
@@ -178,7 +178,7 @@ if [ "$stage" -le 8 ] && [ "$stop_stage" -ge 8 ]; then
       scores+=("exp/${variant}/stage2_${regime}_${method}/decode_test_target_${variant}/score")
     done
     python -m zlora.bin.plot radar --out "figures_${variant}/fig5_radar_${regime}.png" \
-      --langs de,es,fr,ru,vi,it,en,th,ar,ja,ko,pt "${scores[@]}"
+      --languages de,es,fr,ru,vi,it,en,th,ar,ja,ko,pt "${scores[@]}"
     python -m zlora.bin.plot relchange --out "figures_${variant}/fig6_relchange_${regime}.png" \
       --baseline Vanilla-LoRA "${scores[@]}"
   done
