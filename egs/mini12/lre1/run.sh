@@ -2,7 +2,7 @@
 # mini12, the second paper (arXiv 2506.21555): LoRA language experts, LoRA-MoLE, LoRA-KD and
 # language-agnostic decoding, on the data, features, stage-1 model and LID embeddings of ../asr1
 # (run that first, stages 0-7). README.md explains the methods and what was measured.
-# Stages: 0 link asr1's outputs, 1 4-layer encoder caches and one LoRA expert per language,
+# Stages: 0 link asr1's outputs, 1 4-layer encoder caches, a linear LID probe and one LoRA expert per language,
 # 2 LoRA-MoLE and LoRA-KD (layer-wise, output-only), 3 decoding (the language given, and
 # language-agnostic), scoring, exp/RESULTS.md beside asr1's rows.
 # Stage 0 links asr1's data/, dump/, exp/stage1, exp/stage2 and exp/lid here; through those links
@@ -67,6 +67,10 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
            --layers "$lre_cached" --out "dump/$set/enc$lre_cached")
   done
   for lang in $high $low; do cmds+=(--- zlora.bin.subset_data_dir --lang "$lang" data/train_sft "data/train_sft_$lang"); done
+  # the LID reference: a linear probe on the frozen cache (class-balanced), also a LID source
+  cmds+=(--- zlora.bin.train_lid_probe --data data/train_sft --feats "dump/train_sft/enc$lre_cached/feats.scp"
+         --languages "$languages" --out "exp/lre/probe_enc$lre_cached.safetensors"
+         --eval_data data/dev --eval_feats "dump/dev/enc$lre_cached/feats.scp")
   for lang in $high $low; do      # §2.1: one expert per language, on that language's data only
     cmds+=(--- zlora.bin.train --config conf/expert.yaml "${common[@]}" --data.train "data/train_sft_$lang"
            --exp_dir "exp/lre/expert_$lang" --resume true "${extra_train_opts[@]}"
@@ -117,6 +121,11 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
     decode "$zs" "dump/$set/enc$sft_cached/feats.scp" "$zs/decode_${set}_wlid" --lang.mode whisper_lid --lang.posteriors "$post"
     decode "$zs" "dump/$set/enc$sft_cached/feats.scp" "$zs/decode_${set}_wlidmix" --lang.mode whisper_lid \
       --lang.router_input mixture --lang.posteriors "$post"
+    probe=(--lang.mode probe --lang.probe "exp/lre/probe_enc$lre_cached.safetensors")   # reads the enc4 cache
+    decode exp/lre/kd "$enc" "exp/lre/kd/decode_${set}_probe" "${probe[@]}"
+    decode "$zs" "dump/$set/enc$sft_cached/feats.scp" "$zs/decode_${set}_probe" "${probe[@]}" --lang.feats "$enc"
+    decode "$zs" "dump/$set/enc$sft_cached/feats.scp" "$zs/decode_${set}_probemix" "${probe[@]}" --lang.feats "$enc" \
+      --lang.router_input mixture
     experts="exp/lre/experts/decode_$set"   # the experts' hypotheses as one row
     cmds+=(--- zlora.bin.combine_text --out "$experts/text" "${parts[@]}"
            --- zlora.bin.score --ref "data/$set/text" --hyp "$experts/text" --utt2lang "data/$set/utt2lang"
