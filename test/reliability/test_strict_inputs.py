@@ -87,6 +87,18 @@ def test_an_output_that_is_or_holds_an_input_is_refused(tmp_path, trained, corpu
     code, err = run_cli(dump_encoder_main, ["--whisper_dir", tmp_path, "--feats", feats, "--layers", 1,
                                             "--out", feats.parent])
     assert code == 2 and "--out" in error_line(err) and "--feats" in error_line(err), err
+    # data-dir tools: a destination holding a source (rewriting it while reading it)
+    from zlora.bin.combine_data import main as combine_main
+    from zlora.bin.combine_text import main as combine_text_main
+    from zlora.bin.subset_data_dir import main as subset_main
+
+    code, err = run_cli(subset_main, ["--utt_list", data / "text", data, tmp_path])
+    assert code == 2 and "contains the input src" in error_line(err), err
+    code, err = run_cli(combine_main, [tmp_path, data])
+    assert code == 2 and "must not be or contain a source" in error_line(err), err
+    code, err = run_cli(combine_text_main, ["--out", data / "text", data / "text"])
+    assert code == 2 and "is the input" in error_line(err), err
+    assert (data / "text").read_text() == reference
 
 
 # ---- models -----------------------------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from zlora.data.kaldi import PER_UTT_FILES, DataDirError, load_tables, write_tables
-from zlora.utils.cli import ArgumentParser, run_main
+from zlora.utils.cli import ArgumentParser, UserError, run_main
+from zlora.utils.io import check_outputs_apart
 from zlora.utils.log import get_logger, setup_logging
 
 log = get_logger("combine_data")
@@ -51,8 +52,10 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     setup_logging()
     srcs = [Path(s) for s in args.srcs]
-    if Path(args.dst).resolve() in {s.resolve() for s in srcs}:
-        raise DataDirError(f"{args.dst}: destination must not be one of the sources")
+    try:                          # the destination may neither be nor contain a source
+        check_outputs_apart({"dst": args.dst}, {f"src {s}": s for s in srcs})
+    except UserError as e:
+        raise DataDirError(f"{args.dst}: destination must not be or contain a source ({e})") from None
     all_tables = [load_tables(s) for s in srcs]
     for s, t in zip(srcs, all_tables):
         if "utt2spk" not in t or "wav.scp" not in t:

@@ -13,7 +13,7 @@ import argparse
 
 from zlora.scoring.textio import read_transcripts
 from zlora.utils.cli import ArgumentParser, UserError, run_main
-from zlora.utils.io import atomic_write_text
+from zlora.utils.io import atomic_write_text, check_outputs_apart
 
 
 def combine(paths: list[str]) -> str:
@@ -37,6 +37,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("texts", nargs="+", help="Kaldi text files")
     args = p.parse_args(argv)
     text = combine(args.texts)
+    check_outputs_apart({"--out": args.out}, {f"input {t}": t for t in args.texts})
     atomic_write_text(args.out, text)
     print(f"wrote {args.out}: {text.count(chr(10))} utterances from {len(args.texts)} files")
     return 0

@@ -24,8 +24,8 @@ from pathlib import Path
 
 from zlora.data.audio import utterance_durations
 from zlora.data.kaldi import DataDir, DataDirError, copy_subset, write_kv
-from zlora.utils.cli import ArgumentParser, run_main
-from zlora.utils.io import atomic_write_text
+from zlora.utils.cli import ArgumentParser, UserError, run_main
+from zlora.utils.io import atomic_write_text, check_outputs_apart
 from zlora.utils.log import get_logger, setup_logging
 
 log = get_logger("subset_data_dir")
@@ -127,8 +127,10 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     setup_logging()
     src = DataDir(args.src)
-    if Path(args.dst).resolve() == src.path.resolve():
-        raise DataDirError(f"{args.dst}: destination must differ from the source")
+    try:
+        check_outputs_apart({"dst": args.dst}, {"src": src.path})
+    except UserError as e:
+        raise DataDirError(f"{args.dst}: destination must differ from the source and not contain it ({e})") from None
     if args.utt_list:
         utts = from_list(src, args.utt_list)
     elif args.lang:
