@@ -11,6 +11,7 @@ in the style of Kaldi's ``validate_data_dir.sh``.
 from __future__ import annotations
 
 import math
+import operator
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -544,3 +545,59 @@ def copy_subset(src: str | os.PathLike, dst: str | os.PathLike,
     tables = filter_tables(load_tables(src), utts)
     write_tables(dst, tables)
     return tables
+
+
+# ----------------------------------------------------------------------------------------------
+# large tables (millions of lines): columns instead of Entry objects
+
+def read_table(path: str | os.PathLike, n_fields: tuple[int, int | None] | None = None
+               ) -> tuple[list[str], list[str]]:
+    """(ids, values) of a sorted Kaldi table, with read_entries' checks, ~10x faster for the
+    multi-million-line tables of a large corpus (no Entry object per line).
+
+    Lines with only single spaces take the fast path (``partition``); anything else (tabs, runs
+    of spaces, CR) the general one. Any problem is re-read with :func:`read_entries`, so the
+    error names the file, the line and the id exactly as :func:`read_kv` does.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataDirError(f"{path}: file does not exist")
+    n_fields = n_fields or FIELD_COUNTS.get(path.name, (2, None))
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        read_entries(path, n_fields)            # raises, naming the line
+        raise
+    keys, values = _split_table(text)
+    if not _table_ok(keys, values, n_fields):
+        entries = read_entries(path, n_fields)  # raises with file:line and id
+        return [e.key for e in entries], [e.value for e in entries]
+    return keys, values
+
+
+def _split_table(text: str) -> tuple[list[str], list[str]]:
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if "\t" in text or "\r" in text or "  " in text or " \n" in text or text.startswith(" ") \
+            or "\n " in text or text.endswith(" "):
+        parts = [line.split(None, 1) for line in lines]
+        return [p[0] if p else "" for p in parts], [p[1].rstrip() if len(p) > 1 else "" for p in parts]
+    parts = [line.partition(" ") for line in lines]
+    return [p[0] for p in parts], [p[2] for p in parts]
+
+
+def _table_ok(keys: list[str], values: list[str], n_fields: tuple[int, int | None]) -> bool:
+    """Field counts in range, ids non-empty, strictly increasing (sorted, unique)."""
+    lo, hi = n_fields
+    if not all(keys):
+        return False
+    if lo >= 2 and not all(values):
+        return False
+    if hi == 2 and any(" " in v or "\t" in v for v in values):
+        return False
+    if hi is not None and hi > 2 and any(len(v.split()) > hi - 1 for v in values):
+        return False
+    if lo > 2 and any(len(v.split()) < lo - 1 for v in values):
+        return False
+    return not any(map(operator.ge, keys[:-1], keys[1:]))
