@@ -162,7 +162,8 @@ def load_utterances(data_dir: str | Path, feats_scp: str | Path | None, model: L
     n_tok = speech_token_counts(model, frames) + prompt_len[lang] + ids.lengths() + 1
     corpus = Corpus(StringArray.from_list(utts), lang, frames, seconds.astype(np.float64), ids, n_tok, index)
     max_frames = model.max_input_frames() if hasattr(model, "max_input_frames") else None
-    reasons = skip_reasons(corpus, alnum, max_tokens, max_duration, max_frames, frames_per_second)
+    too_short = index.length <= MIN_RAW_SAMPLES if feats_type == "raw" else None
+    reasons = skip_reasons(corpus, alnum, max_tokens, max_duration, max_frames, frames_per_second, too_short)
     keep = np.flatnonzero(reasons < 0)
     skipped, examples = Counter(), {}
     for k in np.flatnonzero(reasons >= 0):          # only the skipped rows: few
@@ -241,12 +242,16 @@ _REASONS = (
     # nothing to score (zlora.scoring excludes such references too).
     lambda mt, md, mf, fps: "transcript has no letter or digit (punctuation only)",
     lambda mt, md, mf, fps: f"longer than data.max_tokens={mt} on its own",
+    lambda mt, md, mf, fps: f"audio of at most {MIN_RAW_SAMPLES} samples: too short for a log-mel frame",
 )
+MIN_RAW_SAMPLES = 200           # log-mel needs more than n_fft / 2 samples (zlora.data.features)
 
 
 def skip_reasons(c: Corpus, alnum: np.ndarray, max_tokens: int, max_duration: float | None,
-                 max_frames: int | None, frames_per_second: float) -> np.ndarray:
-    """(n,) int8: -1 = usable, else the index of the first reason in _REASONS that applies."""
+                 max_frames: int | None, frames_per_second: float,
+                 too_short: np.ndarray | None = None) -> np.ndarray:
+    """(n,) int8: -1 = usable, else the index of the first reason in _REASONS that applies.
+    ``too_short``: (n,) bool, raw audio with no log-mel frame."""
     n_text = c.text_ids.lengths()
     conditions = [
         c.seconds > max_duration if max_duration is not None else np.zeros(len(c), bool),
@@ -254,6 +259,7 @@ def skip_reasons(c: Corpus, alnum: np.ndarray, max_tokens: int, max_duration: fl
         n_text == 0,
         ~alnum,
         c.n_tokens > max_tokens,
+        too_short if too_short is not None else np.zeros(len(c), bool),
     ]
     out = np.full(len(c), -1, dtype=np.int8)
     for k in reversed(range(len(conditions))):       # earlier reasons overwrite later ones
@@ -267,7 +273,7 @@ def _skip_reason(seconds: float, max_duration: float | None, ids: list[int], n_t
     """One utterance's skip reason (or None): the scalar form of :func:`skip_reasons`."""
     flags = [max_duration is not None and seconds > max_duration,
              max_frames is not None and n_frames > max_frames, not ids,
-             transcript is not None and not any(ch.isalnum() for ch in transcript), n_tok > max_tokens]
+             transcript is not None and not any(ch.isalnum() for ch in transcript), n_tok > max_tokens, False]
     k = next((k for k, f in enumerate(flags) if f), None)
     return None if k is None else _REASONS[k](max_tokens, max_duration, max_frames, frames_per_second)
 
