@@ -30,6 +30,14 @@ def test_read_table_equals_read_kv(tmp_path, text):
     assert dict(zip(keys, values)) == read_kv(path, (2, None)) and keys == list(read_kv(path, (2, None)))
 
 
+@pytest.mark.parametrize("text", ["a 1\nb 2\n", "a 1\nb 2", "a 1\r\nb\t2\n", "a  1\nb 2\n", "é 1\nü 2\n"])
+def test_read_table_of_pairs_equals_read_kv(tmp_path, text):
+    path = tmp_path / "t"
+    path.write_text(text, encoding="utf-8")
+    keys, values = read_table(path, (2, 2))
+    assert list(zip(keys, values)) == list(read_kv(path, 2).items())
+
+
 @pytest.mark.parametrize("text,message", [
     ("b 1\na 2\n", r"t:2: file is not sorted \(LC_ALL=C\): id 'a' comes after 'b'"),
     ("a 1\na 2\n", r"t:2: duplicate id 'a'"),

@@ -84,3 +84,37 @@ def test_tokenizer_batch_encoding_and_fingerprint(tmp_path):
     assert tok.fingerprint() == SentencePieceTokenizer(tok.model_file).fingerprint()
     other = train_sentencepiece([data / "text"], tmp_path / "other", 60, languages=["en", "fr"])
     assert other.fingerprint() != tok.fingerprint()
+
+
+def test_cache_tokens_verb_fills_the_cache_training_reads(tmp_path):
+    from zlora.bin import cache_tokens
+    from zlora.data.dataset import load_utterances
+    from zlora.data.tokens import cache_dir_for
+
+    data, feats = make_corpus(tmp_path, n_per_lang=4)
+    sp = make_tokenizer(tmp_path, data)
+    assert cache_tokens.main(["--tokenizer", sp, str(data)]) == 0
+    (cached,) = cache_dir_for(data).glob("*.npz")
+    stamp = cached.stat().st_mtime_ns
+    assert cache_tokens.main(["--tokenizer", sp, str(data)]) == 0      # current: kept
+    assert cached.stat().st_mtime_ns == stamp
+
+    class NoTokenising(SentencePieceTokenizer):
+        def encode(self, text):
+            raise AssertionError("tokenised although the cache is current")
+
+        encode_batch = encode
+
+    class Model:
+        tokenizer = NoTokenising(sp)
+
+        def speech_token_count(self, n):
+            return n // 8
+
+        def prompt_ids(self, lang):
+            return [1, 2]
+
+    corpus = load_utterances(data, feats, Model(), ["en", "fr"], 1000, None, 100.0,
+                             token_cache=cache_dir_for(data))
+    assert len(corpus) == 8 and corpus.text_ids[0].tolist() == SentencePieceTokenizer(sp).encode(
+        (data / "text").read_text().splitlines()[0].split(" ", 1)[1])

@@ -299,8 +299,10 @@ def pack_blocks(c: Corpus, max_tokens: int, block_utts: int
     blocks of ``block_utts`` consecutive utterances of one shard and one language, and packed
     (best-fit decreasing) within each block. Returns (packs, {lang: pack ids}, {lang: blocks as
     lists of pack ids}); a block's packs are in the order of their first utterance on disk."""
-    order = np.lexsort((c.index.offset, c.index.file_id))
-    key = c.index.file_id[order].astype(np.int64) * 65536 + c.lang[order]   # shard x language runs
+    # storage order within each (shard, language): a shard of several languages (an ark made
+    # elsewhere) becomes one forward pass per language instead of runs of one utterance
+    order = np.lexsort((c.index.offset, c.lang, c.index.file_id))
+    key = c.index.file_id[order].astype(np.int64) * 65536 + c.lang[order]
     cuts = np.flatnonzero(np.diff(key)) + 1
     packs: list[list[int]] = []
     by_lang: dict[int, list[int]] = {}

@@ -79,20 +79,19 @@ class Handles:
 def split_ark_entries(values: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """scp values -> (file_id (n,) int32, offset (n,) int64, files). Entries that are not
     ``path:offset`` into an existing file get file_id -1 (read by their spec instead)."""
-    file_id = np.full(len(values), -1, dtype=np.int32)
+    parts = [v.rpartition(":") for v in values]
+    paths = {p: os.path.isfile(p) for p in dict.fromkeys(p[0] for p in parts)}   # few distinct arks
+    files = [p for p, exists in paths.items() if p and exists]
+    ids = {p: i for i, p in enumerate(files)}
+    file_id = np.fromiter((ids.get(p[0], -1) if p[2].isdigit() else -1 for p in parts),
+                          dtype=np.int32, count=len(parts))
     offset = np.zeros(len(values), dtype=np.int64)
-    files: dict[str, int] = {}
-    exists: dict[str, bool] = {}
-    for i, v in enumerate(values):
-        path, sep, off = v.rpartition(":")
-        if not sep or not off.isdigit():
-            continue
-        if path not in exists:
-            exists[path] = os.path.isfile(path)
-        if exists[path]:
-            file_id[i] = files.setdefault(path, len(files))
-            offset[i] = int(off)
-    return file_id, offset, list(files)
+    ark = np.flatnonzero(file_id >= 0)
+    if len(ark) == len(values):
+        offset[:] = np.array([p[2] for p in parts], dtype=np.int64)
+    elif len(ark):
+        offset[ark] = np.array([parts[i][2] for i in ark.tolist()], dtype=np.int64)
+    return file_id, offset, files
 
 
 @dataclass

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, NamedTuple
 
+import numpy as np
+
 from zlora.utils.cli import UserError
 from zlora.utils.io import atomic_open
 
@@ -568,11 +570,27 @@ def read_table(path: str | os.PathLike, n_fields: tuple[int, int | None] | None 
     except UnicodeDecodeError:
         read_entries(path, n_fields)            # raises, naming the line
         raise
-    keys, values = _split_table(text)
+    pairs = _split_pairs(text) if n_fields[0] == 2 else None     # two fields a line: the common case
+    keys, values = pairs if pairs is not None else _split_table(text)
     if not _table_ok(keys, values, n_fields):
         entries = read_entries(path, n_fields)  # raises with file:line and id
         return [e.key for e in entries], [e.value for e in entries]
     return keys, values
+
+
+def _split_pairs(text: str) -> tuple[list[str], list[str]] | None:
+    """``id value`` tables (utt2lang, utt2dur, utt2num_samples, most scp files): one ``str.split``
+    of the whole text, used when every line is exactly two fields (checked on the separator bytes: space,
+    newline, space, newline, ...); None otherwise."""
+    parts = text.split()
+    n_lines = text.count("\n") + (0 if text.endswith("\n") or not text else 1)
+    if len(parts) != 2 * n_lines:
+        return None
+    raw = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+    seps = raw[(raw == 32) | (raw == 10)]
+    if len(seps) not in (2 * n_lines, 2 * n_lines - 1) or (seps[0::2] != 32).any() or (seps[1::2] != 10).any():
+        return None
+    return parts[0::2], parts[1::2]
 
 
 def _split_table(text: str) -> tuple[list[str], list[str]]:

@@ -28,6 +28,11 @@ FORMAT = "zlora-token-cache-1"
 _ALNUM = re.compile(r"[^\W_]")      # a letter or digit: \w without the underscore == str.isalnum
 
 
+def cache_dir_for(data_dir: str | Path) -> Path:
+    """Where a data dir's token caches live (``data.token_cache: true``, ``cache_tokens``)."""
+    return Path(data_dir) / ".tokens"
+
+
 def has_alnum(texts: Sequence[str]) -> np.ndarray:
     """(n,) bool: the transcript holds at least one letter or digit."""
     search = _ALNUM.search

@@ -3,7 +3,6 @@ a user needs (skipped utterances, per-language amounts, packing efficiency)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
@@ -11,6 +10,7 @@ from zlora.data.dataset import (Corpus, PackDataset, collate_packs, describe_len
                                 pack_blocks, pack_corpus, sequential_packs)
 from zlora.data.packing import batch_padding_efficiency, pack_efficiency
 from zlora.data.sampler import PackBatchSampler, ShardedSequentialSampler
+from zlora.data.tokens import cache_dir_for
 from zlora.train.config import TrainConfig
 from zlora.train.distributed import DistInfo, barrier
 from zlora.utils.log import get_logger
@@ -48,7 +48,7 @@ def _load(cfg: TrainConfig, model, data_dir: str, feats: str | None, max_duratio
     # Feature rows per second from the model: 100 for log-mel, 50 for cached encoder states.
     return load_utterances(data_dir, feats, model, list(cfg.languages), d.max_tokens, max_duration,
                            1.0 / model.seconds_per_frame, feats_type=d.feats_type,
-                           token_cache=Path(data_dir) / ".tokens" if d.token_cache else None,
+                           token_cache=cache_dir_for(data_dir) if d.token_cache else None,
                            is_main=dist.is_main, barrier=barrier, check_finite=d.check_finite)
 
 
