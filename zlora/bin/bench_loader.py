@@ -26,6 +26,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -96,17 +97,31 @@ def synth_corpus(root: Path, n: int, noise_dbfs: float | None, seed: int = 0) ->
     return root / "data"
 
 
-def read_rate(index, rows: list[int], files: list[str], cold: bool) -> dict:
-    """Read ``rows`` of an InputIndex in that order in this process: utterances/s, audio s/s."""
+def read_pass(index, rows: list[int], files: list[str], cold: bool, decode: bool) -> float:
+    """Seconds to read ``rows`` of an InputIndex in that order in this process: decoded (what a
+    worker does), or the stored bytes alone (the storage access pattern)."""
     if cold:
         drop_cache(files)
-    index.handles = type(index.handles)(index.handles.paths)       # no descriptor kept from before
+    index.handles = type(index.handles)(index.handles.paths)   # no descriptor kept from before
+    read = index.read if decode else (lambda r: raw_bytes(index, r))
     t0 = time.perf_counter()
-    n = 0
     for r in rows:
-        n += len(index.read(r))
-    dt = time.perf_counter() - t0
-    return {"utts_per_s": round(len(rows) / dt, 1), "seconds": round(dt, 3)}
+        read(r)
+    return time.perf_counter() - t0
+
+
+def raw_bytes(index, row: int) -> bytes:
+    """The stored bytes of one utterance, undecoded: its whole file (open, read, close) or its
+    ark entry (pread through the cached descriptor)."""
+    fid = int(index.file_id[row])
+    if fid < 0:
+        with open(index.spec[row], "rb") as f:
+            return f.read()
+    head = index.handles.pread(fid, int(index.offset[row]), 15)
+    if head[:5] == b"AUDIO":
+        return index.handles.pread(fid, int(index.offset[row]) + 6 + head[5], int.from_bytes(head[6:6 + head[5]], "little"))
+    rows, cols = int.from_bytes(head[6:10], "little"), int.from_bytes(head[11:15], "little")
+    return index.handles.pread(fid, int(index.offset[row]), 15 + rows * cols * 4)
 
 
 def storage(args) -> None:
@@ -152,12 +167,23 @@ def storage(args) -> None:
              ("flac_files_random", files, random_rows, [dd.wav_scp[u] for u in utts]),
              ("flac_shards_random", shards, random_rows, shards.handles.paths),
              ("flac_shards_sequential", shards, block_rows, shards.handles.paths)]
-    for name, index, rows, paths in cases:
-        for cold in (True, False):
-            r = read_rate(index, rows, paths, cold)
+    # Passes interleaved case by case, repeated, medians: load from other processes on this
+    # machine drifts, and it then shifts every case alike.
+    for cold in (True, False):
+        times = {(c[0], decode): [] for c in cases for decode in (True, False)}
+        for _ in range(args.reps):
+            for name, index, rows, paths in cases:
+                for decode in (True, False):
+                    times[(name, decode)].append(read_pass(index, rows, paths, cold, decode))
+        for name, index, rows, paths in cases:
+            full, io = statistics.median(times[(name, True)]), statistics.median(times[(name, False)])
+            nbytes = sum(len(raw_bytes(index, r)) for r in rows)
             print(json.dumps({"bench": "loader_read", "case": name, "cache": "cold" if cold else "warm",
-                              "utts": len(rows), "audio_s_per_s": round(hours * 3600 * r["utts_per_s"] / len(rows), 1),
-                              **r, "threads": 1, **machine()}), flush=True)
+                              "utts": len(rows), "utts_per_s": round(len(rows) / full, 1),
+                              "audio_s_per_s": round(hours * 3600 / full, 1),
+                              "io_only_utts_per_s": round(len(rows) / io, 1),
+                              "io_only_mb_per_s": round(nbytes / io / 1e6, 1),
+                              "reps": args.reps, "threads": 1, **machine()}), flush=True)
 
 
 def _stub_corpus(index):
@@ -207,11 +233,33 @@ def make_manifest(root: Path, n: int, n_audio: int = 2000, seed: int = 0) -> Pat
             u2l.write(f"{u} {lang}\n")
             scp.write(f"{u} {ark}:{e.offset}\n")
             u2s.write(f"{u} {e.samples}\n")
+    write_dumped(root, data, utts, [shard[langs[i % 4]][1][pick[i]].samples for i in range(n)])
     cache = cache_dir_for(data)
     if cache.exists():
         for p in cache.iterdir():
             p.unlink()
     return data
+
+
+def write_dumped(root: Path, data: Path, utts: list[str], samples: list[int], n_mats: int = 400) -> None:
+    """The same manifest as a feature dump (data.feats_type dumped): feats.scp entries pointing
+    into ``n_mats`` real (T, 128) float32 matrices, one per distinct length (rounded), and
+    utt2num_frames. For comparing the loader with an older zlora, which read only dumps."""
+    import kaldiio
+
+    frames = np.array(samples) // 160
+    bins = np.linspace(frames.min(), frames.max(), n_mats).astype(np.int64)
+    which = np.clip(np.searchsorted(bins, frames), 0, n_mats - 1)
+    ark = (root / "feats.ark").resolve()
+    with open(ark, "wb") as f:
+        offsets = []
+        for k, t in enumerate(bins.tolist()):
+            offsets.append(f.tell() + len(f"m{k} "))
+            kaldiio.save_ark(f, {f"m{k}": np.full((t, 128), 0.5, dtype=np.float32)})
+    with open(data / "feats.scp", "w") as scp, open(data / "utt2num_frames", "w") as u2n:
+        for u, k in zip(utts, which.tolist()):
+            scp.write(f"{u} {ark}:{offsets[k]}\n")
+            u2n.write(f"{u} {bins[k]}\n")
 
 
 class StubModel:
@@ -273,13 +321,16 @@ def startup_run(args) -> None:
     t_import = time.perf_counter()
     root = Path(args.dir)
     model = StubModel(str(root / "sp.model"))
+    data_cfg = {"train": str(root / "data"), "max_tokens": 2048, "batch_size": 10, "num_workers": args.workers}
+    if args.feats_type == "raw":
+        data_cfg.update(feats_type="raw", train_feats=str(root / "data" / "audio.scp"))
+    else:                            # no feats_type key: an older zlora has none
+        data_cfg.update(train_feats=str(root / "data" / "feats.scp"))
     cfg = from_dict(TrainConfig, {
         "exp_dir": str(root / "exp"), "languages": sorted(WORDS),
         "model": {"encoder": {"config": {}, "n_mels": 128},
                   "llm": {"config": {"model_type": "qwen3"}, "tokenizer": str(root / "sp.model")}},
-        "data": {"train": str(root / "data"), "train_feats": str(root / "data" / "audio.scp"),
-                 "feats_type": "raw", "max_tokens": 2048, "batch_size": 10, "num_workers": args.workers},
-        "optim": {"max_steps": 1000}}, "bench")
+        "data": data_cfg, "optim": {"max_steps": 1000}}, "bench")
     dist = DistInfo(0, 1, 0, torch.device("cpu"), "gloo")
     t0 = time.perf_counter()
     data = build_train_data(cfg, model, dist)
@@ -303,8 +354,9 @@ def startup_run(args) -> None:
             trace.append((round(time.perf_counter() - t1, 1), n, [memory(w)["uss_mb"] for w in workers]))
     later = {str(w): memory(w) for w in workers}
     print(json.dumps({
-        "bench": "loader_startup", "utts": len(data.corpus), "packs": len(data.dataset),
-        "token_cache": args.cache_state, "workers": args.workers,
+        "bench": "loader_startup", "zlora": args.label, "feats_type": args.feats_type,
+        "utts": len(getattr(data.corpus, "utterances", [])) if not hasattr(data.corpus, "ids") else len(data.corpus),
+        "packs": len(data.dataset), "token_cache": args.cache_state, "workers": args.workers,
         "import_s": round(t_import - t_start, 2), "build_train_data_s": round(t_data - t0, 2),
         "first_batch_s": round(t_first - t_data, 2), "startup_s": round(t_first - t0, 2),
         "main_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -319,16 +371,27 @@ def startup(args) -> None:
 
     root = Path(args.out or tempfile.mkdtemp(prefix="bench_loader_"))
     t0 = time.perf_counter()
-    data = make_manifest(root, args.utts)
-    lines = (data / "text").read_text(encoding="utf-8").splitlines()[:20000]
-    (root / "sample.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    train_sentencepiece([root / "sample.txt"], root / "sp", 500, languages=sorted(WORDS))
-    print(json.dumps({"bench": "loader_manifest", "utts": args.utts, "seconds": round(time.perf_counter() - t0, 1),
-                      "text_mb": round((data / "text").stat().st_size / 1e6, 1)}), flush=True)
+    if args.reuse and (root / "sp.model").is_file():
+        from zlora.data.tokens import cache_dir_for
+
+        for p in cache_dir_for(root / "data").glob("*"):      # start without the token cache again
+            p.unlink()
+    else:
+        data = make_manifest(root, args.utts)
+        lines = (data / "text").read_text(encoding="utf-8").splitlines()[:20000]
+        (root / "sample.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        train_sentencepiece([root / "sample.txt"], root / "sp", 500, languages=sorted(WORDS))
+        print(json.dumps({"bench": "loader_manifest", "utts": args.utts, "seconds": round(time.perf_counter() - t0, 1),
+                          "text_mb": round((data / "text").stat().st_size / 1e6, 1)}), flush=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    label = "this"
+    if args.zlora_path:              # the same start-up, with another checkout's zlora package
+        env["PYTHONPATH"] = args.zlora_path
+        label = args.zlora_path
     for state in ("cold", "warm"):
-        cmd = [sys.executable, "-m", "zlora.bin.bench_loader", "startup_run", "--dir", str(root),
-               "--workers", str(args.workers), "--seconds", str(args.seconds), "--cache_state", state]
+        cmd = [sys.executable, str(Path(__file__).resolve()), "startup_run", "--dir", str(root),
+               "--workers", str(args.workers), "--seconds", str(args.seconds), "--cache_state", state,
+               "--feats_type", args.feats_type, "--label", label]
         out = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if out.returncode != 0:
             raise RuntimeError(out.stderr[-2000:])
@@ -337,22 +400,30 @@ def startup(args) -> None:
 
 def main(argv: list[str]) -> int:
     p = ArgumentParser("bench_loader", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
+    sub = p.add_subparsers(dest="cmd", required=True, help="which benchmark")
     s = sub.add_parser("storage", help="storage per audio hour and read throughput")
     s.add_argument("--utts", type=int, default=400, help="espeak-ng utterances to synthesise")
     s.add_argument("--noise_dbfs", type=float, default=None, help="add white noise at this RMS level (dBFS)")
     s.add_argument("--shard_hours", type=float, default=1.0, help="dump_audio --shard_hours")
+    s.add_argument("--reps", type=int, default=5, help="passes per case (the median is reported)")
     s.add_argument("--out", default=None, help="work dir (default: a new temp dir, kept)")
     s = sub.add_parser("startup", help="start-up time and worker memory for a large manifest")
     s.add_argument("--utts", type=int, default=1_000_000, help="utterances in the synthetic manifest")
     s.add_argument("--workers", type=int, default=2, help="DataLoader workers")
     s.add_argument("--seconds", type=float, default=60.0, help="keep reading batches this long")
     s.add_argument("--out", default=None, help="work dir (default: a new temp dir, kept)")
+    s.add_argument("--feats_type", choices=("raw", "dumped"), default="raw",
+                   help="read the manifest's FLAC shards (raw) or its feature dump (dumped)")
+    s.add_argument("--zlora_path", default=None, help="run the start-ups with the zlora package of this "
+                   "checkout (e.g. an older commit, for before/after; dumped only)")
+    s.add_argument("--reuse", action="store_true", help="keep an existing manifest in --out")
     s = sub.add_parser("startup_run", help="(internal) one start-up in a fresh process")
-    s.add_argument("--dir", required=True)
-    s.add_argument("--workers", type=int, default=2)
-    s.add_argument("--seconds", type=float, default=60.0)
-    s.add_argument("--cache_state", default="?")
+    s.add_argument("--dir", required=True, help="work dir prepared by startup")
+    s.add_argument("--workers", type=int, default=2, help="DataLoader workers")
+    s.add_argument("--seconds", type=float, default=60.0, help="keep reading batches this long")
+    s.add_argument("--cache_state", default="?", help="label for the token cache state (cold/warm)")
+    s.add_argument("--feats_type", default="raw", help="raw or dumped")
+    s.add_argument("--label", default="this", help="which zlora ran (for the output)")
     args = p.parse_args(argv)
     {"storage": storage, "startup": startup, "startup_run": startup_run}[args.cmd](args)
     return 0
