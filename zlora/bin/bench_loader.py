@@ -17,8 +17,11 @@ audio.scp whose entries point into 2,000 real FLAC entries of 1-20 s in one shar
 zlora.train.data.build_train_data with a sentencepiece tokenizer and a stub length model (no
 network weights), in a fresh process twice: without and then with the token cache. Prints each
 phase's seconds up to the first batch, the main process's peak RSS and each DataLoader worker's
-RSS, PSS and private (USS) memory after the first batch and after ``seconds`` more of batches.
-One JSON object per line.
+RSS, PSS and private (USS) memory after the first batch and after ``seconds`` more of batches
+(which includes the batches in flight), and with ``--epoch_walk`` the private memory of a forked
+process serving a whole epoch's packs with the reads stubbed out. ``--feats_type dumped`` reads
+the same manifest as a feature dump; ``--zlora_path`` runs the start-ups with another checkout's
+package (an older commit: before/after). One JSON object per line.
 """
 from __future__ import annotations
 
@@ -353,6 +356,7 @@ def startup_run(args) -> None:
         if not trace or time.perf_counter() - t1 >= trace[-1][0] + args.seconds / 6:
             trace.append((round(time.perf_counter() - t1, 1), n, [memory(w)["uss_mb"] for w in workers]))
     later = {str(w): memory(w) for w in workers}
+    walk = epoch_walk(data.dataset, data.sampler) if args.epoch_walk else None
     print(json.dumps({
         "bench": "loader_startup", "zlora": args.label, "feats_type": args.feats_type,
         "utts": len(getattr(data.corpus, "utterances", [])) if not hasattr(data.corpus, "ids") else len(data.corpus),
@@ -362,8 +366,41 @@ def startup_run(args) -> None:
         "main_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "main_at_first_batch": main_first, "workers_at_first_batch": first,
         "batches_after": n, "seconds_after": round(time.perf_counter() - t1, 1), "workers_after": later,
-        "worker_uss_trace": trace,
+        "worker_uss_trace": trace, "epoch_walk_uss_mb": walk,
         **machine()}), flush=True)
+
+
+def epoch_walk(dataset, sampler, points: int = 5) -> list:
+    """A forked process (what a DataLoader worker is) serves every pack of one epoch in the
+    sampler's order with the input read stubbed out (so in-flight audio does not hide it), and
+    reports its private memory (USS, MB) at 0, 25, ..., 100 % of the epoch: the growth that
+    touching per-utterance metadata causes, if any."""
+    # A numpy array, not a list: the child's reading a list made here would copy its pages (the
+    # very effect measured) and show up as growth.
+    packs = np.array([p for batch in sampler.epoch_batches(0) for p in batch], dtype=np.int64)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        packs = packs.tolist()
+        small = np.zeros((1, 1), dtype=np.float32)
+        if hasattr(dataset, "index"):                       # this zlora: columns + input index
+            dataset.index.read(0)
+            dataset.index.read = lambda row: small
+        else:                                               # an older zlora: kaldiio dict per worker
+            dataset._matrix(dataset.utts[0].utt)
+            dataset._matrix = lambda utt: small
+        out, marks = [], {round(k * (len(packs) - 1) / (points - 1)) for k in range(points)}
+        for k, p in enumerate(packs):
+            dataset[(p, 0, k)]
+            if k in marks:
+                out.append([round(k / max(len(packs) - 1, 1), 2), memory(os.getpid())["uss_mb"]])
+        os.write(w, json.dumps(out).encode())
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        out = json.loads(f.read())
+    os.waitpid(pid, 0)
+    return out
 
 
 def startup(args) -> None:
@@ -391,7 +428,7 @@ def startup(args) -> None:
     for state in ("cold", "warm"):
         cmd = [sys.executable, str(Path(__file__).resolve()), "startup_run", "--dir", str(root),
                "--workers", str(args.workers), "--seconds", str(args.seconds), "--cache_state", state,
-               "--feats_type", args.feats_type, "--label", label]
+               "--feats_type", args.feats_type, "--label", label] + (["--epoch_walk"] if args.epoch_walk else [])
         out = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if out.returncode != 0:
             raise RuntimeError(out.stderr[-2000:])
@@ -417,6 +454,8 @@ def main(argv: list[str]) -> int:
     s.add_argument("--zlora_path", default=None, help="run the start-ups with the zlora package of this "
                    "checkout (e.g. an older commit, for before/after; dumped only)")
     s.add_argument("--reuse", action="store_true", help="keep an existing manifest in --out")
+    s.add_argument("--epoch_walk", action="store_true", help="also walk one whole epoch in a forked "
+                   "process with reads stubbed out, reporting its private memory along the way")
     s = sub.add_parser("startup_run", help="(internal) one start-up in a fresh process")
     s.add_argument("--dir", required=True, help="work dir prepared by startup")
     s.add_argument("--workers", type=int, default=2, help="DataLoader workers")
@@ -424,6 +463,7 @@ def main(argv: list[str]) -> int:
     s.add_argument("--cache_state", default="?", help="label for the token cache state (cold/warm)")
     s.add_argument("--feats_type", default="raw", help="raw or dumped")
     s.add_argument("--label", default="this", help="which zlora ran (for the output)")
+    s.add_argument("--epoch_walk", action="store_true", help="see startup --epoch_walk")
     args = p.parse_args(argv)
     {"storage": storage, "startup": startup, "startup_run": startup_run}[args.cmd](args)
     return 0
