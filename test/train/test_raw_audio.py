@@ -113,3 +113,20 @@ def test_decoding_raw_audio_gives_the_dumped_hypotheses(tmp_path, monkeypatch, a
     ref = (tmp_path / "d" / "text").read_text()
     assert len(ref.splitlines()) == 16
     assert (tmp_path / "r" / "text").read_text() == ref == (tmp_path / "s" / "text").read_text()
+
+
+def test_engine_moves_a_raw_batch_and_computes_log_mel_in_float32_then_the_model_dtype():
+    import numpy as np
+
+    from zlora.data.features import log_mel
+    from zlora.train.engine import move_batch
+
+    waves = [tone(0.5, seed=1), tone(0.37, seed=2)]
+    batch = {"wave": torch.from_numpy(np.concatenate(waves)), "wave_lens": torch.tensor([8000, 5920]),
+             "lang_ids": torch.tensor([0, 1]), "text_ids": [[1], [2]]}
+    out = move_batch(batch, torch.device("cpu"), torch.bfloat16, n_mels=80)       # DeepSpeed bf16
+    assert "wave" not in out and out["feats"].dtype == torch.bfloat16 and out["feat_lens"].tolist() == [50, 37]
+    ref = log_mel(torch.from_numpy(waves[1]), 80).T
+    assert (out["feats"][1, :37].float() - ref).abs().max() <= 0.008          # one bf16 step at most
+    with pytest.raises(ValueError, match="mel bins"):
+        move_batch(batch, torch.device("cpu"))
