@@ -73,7 +73,7 @@ class DataConfig:
     feats_type: Literal["raw", "dumped"] = "dumped"
     # raw audio in shards (dump_audio): packs are built within runs of this many consecutive
     # utterances of one shard, and an epoch reads each run's packs together, so reads go forward
-    # through a few MB of a shard instead of seeking per utterance; 0 = pack globally, any order
+    # through one stretch of a shard instead of seeking per utterance; 0 = pack globally, any order
     shard_block_utts: int = 512
     token_cache: bool = True            # keep transcript tokens in <data dir>/.tokens/ (reused while
                                         # the text and the tokenizer are unchanged)
@@ -88,6 +88,15 @@ class DataConfig:
     # pinned batches on CUDA
     num_workers: int = 0
     check_finite: bool = True           # NaN/Inf in a feature matrix is an error naming the utt
+
+    @classmethod
+    def migrate_config(cls, data: dict, where: str) -> dict:
+        """Called by from_dict with the key's location: train_feats is required only for dumped
+        features, and the error names the file like any missing key."""
+        if data.get("feats_type", "dumped") == "dumped" and data.get("train_feats") is None:
+            raise ConfigError(f"{where}.train_feats: required key is missing (the feats.scp of data.train "
+                              "with feats_type dumped; python -m zlora.bin.dump_feats writes it)")
+        return data
 
     def __post_init__(self):
         if self.max_tokens < 1 or self.batch_size < 1:
