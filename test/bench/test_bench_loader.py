@@ -2,9 +2,12 @@
 consistent with their definitions, a start-up that reaches its first batch with the token cache."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -17,6 +20,7 @@ def bench(*args, tmp):
     return [json.loads(ln) for ln in out.stdout.splitlines() if ln.strip()]
 
 
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="the storage benchmark speaks with espeak-ng")
 def test_storage_and_read_rates(tmp_path):
     rows = bench("storage", "--utts", "12", "--reps", "1", tmp=tmp_path)
     size = rows[0]
