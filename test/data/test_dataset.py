@@ -134,3 +134,83 @@ def test_sequential_packs_keep_order_and_language(tmp_path):
     packs = sequential_packs(utts, 40)
     assert [i for p in packs for i in p] == list(range(len(utts)))
     assert all(len({utts[i].lang for i in p}) == 1 for p in packs)
+
+
+def raw_corpus(tmp_path, shard_hours=None, **kw):
+    """A raw-audio corpus: data dir with utt2dur (and FLAC shards when ``shard_hours``)."""
+    from tiny_datadir import make_datadir
+
+    from zlora.bin import dump_audio
+
+    data = make_datadir(tmp_path / "d", langs=("en", "fr"), spks_per_lang=2, utts_per_spk=5, seconds=0.43,
+                        utt2dur=True, **kw)
+    scp = None
+    if shard_hours:
+        assert dump_audio.main(["--data", str(data), "--out", str(tmp_path / "a"), "--shard_hours",
+                                str(shard_hours)]) == 0
+        scp = tmp_path / "a" / "audio.scp"
+    return data, scp, load_utterances(data, scp, StubModel(), ["en", "fr"], 1000, None, 100.0, feats_type="raw")
+
+
+def test_raw_corpus_lengths_come_from_the_tables_and_batches_carry_waves(tmp_path):
+    data, _, corpus = raw_corpus(tmp_path)
+    assert (corpus.n_frames == 43).all() and np.allclose(corpus.seconds, 0.43)   # 6880 samples // 160
+    assert corpus.index.kind == "audio" and (corpus.index.file_id == -1).all()   # wav.scp: by spec
+    ds = PackDataset(corpus, [[0, 1], [5]])
+    batch, meta = collate_packs([ds[(0, 0, 0)], ds[(1, 0, 0)]])
+    assert "feats" not in batch and batch["wave"].shape == (3 * 6880,) and batch["wave"].dtype == torch.float32
+    assert batch["wave_lens"].tolist() == [6880] * 3 and batch["pack_ids"].tolist() == [0, 0, 1]
+    assert meta.utts == [corpus.ids[0], corpus.ids[1], corpus.ids[5]]
+
+
+def test_too_short_raw_audio_is_skipped_and_counted(tmp_path):
+    from tiny_datadir import make_datadir
+
+    data = make_datadir(tmp_path / "d", langs=("en",), spks_per_lang=1, utts_per_spk=3, seconds=0.43,
+                        utt2dur=True)
+    lines = (data / "utt2dur").read_text().splitlines()
+    lines[0] = lines[0].split()[0] + " 0.0125"                  # 200 samples: no log-mel frame
+    (data / "utt2dur").write_text("\n".join(lines) + "\n")
+    corpus = load_utterances(data, None, StubModel(), ["en"], 1000, None, 100.0, feats_type="raw")
+    assert len(corpus) == 2
+    assert corpus.skipped == {"audio of at most 200 samples: too short for a log-mel frame": 1}
+
+
+def test_shard_blocks_pack_within_one_shard_and_language_in_storage_order(tmp_path):
+    from zlora.data.dataset import pack_blocks
+
+    _, _, corpus = raw_corpus(tmp_path, shard_hours=2.0 / 3600)         # ~4 utterances per shard
+    index = corpus.index
+    assert (index.file_id >= 0).all() and len(index.handles.paths) >= 4
+    packs, by_lang, blocks = pack_blocks(corpus, 30, 3)                # blocks of 3 utterances
+    assert sorted(r for p in packs for r in p) == list(range(len(corpus)))
+    for lang, block_list in blocks.items():
+        assert sorted(p for b in block_list for p in b) == sorted(by_lang[lang])
+        for block in block_list:
+            rows = [r for p in block for r in packs[p]]
+            assert len(rows) <= 3 and len(set(index.file_id[rows].tolist())) == 1    # one shard
+            assert {int(corpus.lang[r]) for r in rows} == {lang}
+            firsts = [min(index.offset[packs[p]]) for p in block]
+            assert firsts == sorted(firsts)                                # packs in read order
+    assert all(corpus.n_tokens[p].sum() <= 30 for p in packs)
+    ds = PackDataset(corpus, packs)
+    item = ds[(0, 0, 0)]
+    assert [it["utt"] for it in item] == [corpus.ids[r] for r in packs[0]] and "wave" in item[0]
+
+
+def test_the_dataset_keeps_no_python_object_per_utterance(tmp_path):
+    """Columns, not lists of objects: a forked worker reading them never copies their pages."""
+    data, feats = make_corpus(tmp_path, n_per_lang=6)
+    corpus = load(data, feats)
+    ds = PackDataset(corpus, pack_corpus(corpus, 60)[0], feats)
+
+    def containers(obj, seen, depth=0):
+        if id(obj) in seen or depth > 4:
+            return []
+        seen.add(id(obj))
+        if isinstance(obj, (list, dict, tuple, set)) and len(obj) >= len(corpus):
+            return [type(obj).__name__]
+        attrs = getattr(obj, "__dict__", {})
+        return [c for v in attrs.values() for c in containers(v, seen, depth + 1)]
+
+    assert containers(ds, set()) == []

@@ -77,3 +77,56 @@ def test_state_dict_resumes_mid_epoch():
 def test_sequential_sampler_shards_everything():
     got = [b for r in range(3) for b in batches(ShardedSequentialSampler(10, 3, 3, r))]
     assert sorted(p for b in got for p in b) == list(range(10))
+
+
+# Sequential reading: each language's packs in blocks of 5 (as pack_blocks makes them from shards)
+BLOCKS = {lang: [ps[i:i + 5] for i in range(0, len(ps), 5)] for lang, ps in PACKS.items()}
+
+
+def language_streams(sampler):
+    """Per language, the packs in the order the epoch visits them (all ranks, all batches)."""
+    seq = sampler.global_sequence(sampler.epoch)
+    return {lang: [p for p in seq.tolist() if LANG_OF[p] == lang] for lang in PACKS}
+
+
+def split_into_blocks(stream, blocks):
+    """``stream`` as a sequence of whole blocks (an assertion fails if it is not one)."""
+    by_first = {b[0]: b for b in blocks}
+    out, i = [], 0
+    while i < len(stream):
+        block = by_first[stream[i]]
+        assert stream[i:i + len(block)] == block, (stream, block)
+        out.append(block)
+        i += len(block)
+    return out
+
+
+def test_blocks_keep_their_packs_together_and_in_read_order():
+    s = PackBatchSampler(PACKS, 4, seed=3, blocks=BLOCKS)
+    assert sorted(p for b in batches(s) for p in b) == list(range(96))     # every pack once
+    for lang, stream in language_streams(s).items():
+        cut = split_into_blocks(stream, BLOCKS[lang])                      # whole blocks, in order
+        assert sorted(cut) == sorted(BLOCKS[lang])
+        assert cut != BLOCKS[lang] or len(cut) == 2                        # ... in a shuffled order
+    # the language mix per slot is still random: not one language's packs after another
+    first = [LANG_OF[p] for p in s.global_sequence(0)[:20].tolist()]
+    assert len(set(first)) > 1
+    s.set_epoch(1)
+    assert language_streams(s) != language_streams(PackBatchSampler(PACKS, 4, seed=3, blocks=BLOCKS))
+
+
+def test_blocks_under_temperature_cycle_whole_blocks():
+    s = PackBatchSampler(PACKS, 1, sampling="temperature", temperature=3.0, blocks=BLOCKS)
+    tail = language_streams(s)[2]                                          # 6 packs, up-sampled
+    assert len(tail) > 12
+    split_into_blocks(tail[:12], BLOCKS[2])                                # two whole cycles first
+
+
+def test_resume_state_records_the_read_order():
+    s = PackBatchSampler(PACKS, 4, blocks=BLOCKS)
+    state = s.state_dict()
+    assert state["blocks"] is True
+    with pytest.raises(UserError, match="blocks=True, this run has False"):
+        PackBatchSampler(PACKS, 4).load_state_dict(state)
+    old = {k: v for k, v in PackBatchSampler(PACKS, 4).state_dict().items() if k != "blocks"}
+    PackBatchSampler(PACKS, 4).load_state_dict(old)                        # checkpoints from before

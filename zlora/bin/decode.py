@@ -15,6 +15,10 @@ of the same data as ``--lang.posteriors`` to skip Whisper).
 Several sets in one process: ``--data "[data/dev, data/test]" --feats "[...]" --out "[...]"``
 (one feats and one out per data dir), paying the torch/transformers imports (~8 s per process on a
 2-core CPU) once.
+
+Raw audio (``--feats_type raw``, as ``data.feats_type: raw`` in training): ``--feats`` is
+dump_audio's audio.scp, or left out for the data dir's wav.scp + segments; the log-mel is computed
+on the decoding device (zlora.decode.batches.RawAudioReader).
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from zlora.config import load_config, save_config
 from zlora.decode.jobs import (Part, merge_parts, merged_is_current, part_device, run_worker, split_utts,
@@ -48,8 +53,11 @@ OLD_KEYS = {"beam_size": "decoding.beam_size", "max_new_tokens": "decoding.max_n
 class DecodeConfig:
     exp: str                      # training exp dir (uses EXP/final)
     data: str | list[str]         # Kaldi data dir(s) (utt2lang is read for the prompts)
-    feats: str | list[str]        # feats.scp matching what the model was trained on, one per data dir
     out: str | list[str]          # output dir, one per data dir
+    # feats.scp matching what the model was trained on, one per data dir; raw: dump_audio's
+    # audio.scp (null: the data dir's wav.scp + segments)
+    feats: str | list[str] | None = None
+    feats_type: Literal["raw", "dumped"] = "dumped"   # raw: read audio, log-mel on the device
     nj: int = 1                   # decoding processes (one GPU each when GPUs exist)
     batch_size: int | None = None  # utterances per batch (length-sorted); null = 64 on a GPU, 16 on a CPU
     dtype: str = "auto"           # auto (bf16 on a GPU, float32 on a CPU) | float32 | bfloat16
@@ -63,6 +71,8 @@ class DecodeConfig:
             raise UserError(f"--nj and --batch_size must be >= 1, got {self.nj} and {self.batch_size}")
         if self.dtype not in ("auto", "float32", "bfloat16"):
             raise UserError(f"--dtype {self.dtype!r}: expected auto, float32 or bfloat16")
+        if self.feats is None and self.feats_type == "dumped":
+            raise UserError("--feats: the feats.scp of --data is required with --feats_type dumped")
 
     @classmethod
     def migrate_config(cls, data: dict, where: str) -> dict:
@@ -84,7 +94,8 @@ def main(argv: list[str]) -> int:
 
 def per_set(cfg: DecodeConfig) -> list[DecodeConfig]:
     """One config per data set (``data``, ``feats`` and ``out`` each a single path)."""
-    lists = [[v] if isinstance(v, str) else list(v) for v in (cfg.data, cfg.feats, cfg.out)]
+    feats = [None] * (1 if isinstance(cfg.data, str) else len(cfg.data)) if cfg.feats is None else cfg.feats
+    lists = [[v] if isinstance(v, str) else list(v) for v in (cfg.data, feats, cfg.out)]
     if not lists[0] or len({len(v) for v in lists}) != 1:
         raise UserError(f"--data, --feats and --out must name the same number of sets (one feats.scp and one "
                         f"output dir per data dir); got {len(lists[0])}, {len(lists[1])} and {len(lists[2])}")
@@ -124,6 +135,11 @@ def read_inputs(cfg: DecodeConfig) -> list[tuple[str, int]]:
     import kaldiio
 
     from zlora.data.kaldi import DataDir, read_kv
+
+    if cfg.feats_type == "raw":
+        from zlora.decode.batches import RawAudioReader
+
+        return RawAudioReader(cfg.data, cfg.feats, 0).lengths()
 
     dd = DataDir(cfg.data)
     feats = kaldiio.load_scp(cfg.feats)
@@ -174,20 +190,25 @@ def _decode_part(cfg: DecodeConfig, part: Part) -> None:
     from zlora.data.feature_source import ModelInput, check_features_fit
     from zlora.data.kaldi import DataDir
     from zlora.decode.agnostic import write_part_lid, write_part_posteriors
-    from zlora.decode.batches import batches, check_long_inputs, lang_of, pad, read_feats
+    from zlora.decode.batches import RawAudioReader, batches, check_long_inputs, lang_of, pad, read_feats
 
     device = part_device(part.index)
     model = load_decoding_model(cfg, device)
-    check_features_fit(cfg.feats, ModelInput.of_model(model))     # a cache of this model's own layers
-    dd, feats = DataDir(cfg.data), kaldiio.load_scp(cfg.feats)
+    raw = RawAudioReader(cfg.data, cfg.feats, model.cfg.encoder.n_mels) if cfg.feats_type == "raw" else None
+    if raw is None:
+        check_features_fit(cfg.feats, ModelInput.of_model(model))     # a cache of this model's own layers
+    dd, feats = DataDir(cfg.data), kaldiio.load_scp(cfg.feats) if raw is None else None
     lang_index = {l: i for i, l in enumerate(model.languages)}
     source = LANG_SOURCES.get(cfg.lang.mode)(cfg.lang, model)
     hyps, used, audio_s, t0 = {}, {}, 0.0, time.perf_counter()
+    dtype = next(model.parameters()).dtype
     for batch in batches(part.utts, cfg.batch_size or (64 if device.startswith("cuda") else 16)):
-        mats = [read_feats(feats, u, cfg.feats) for u in batch]
-        x, lens = pad(mats)
-        x = x.to(next(model.parameters()).dtype)
-        check_long_inputs(model, batch, lens, cfg.feats, log)
+        if raw is None:
+            x, lens = pad([read_feats(feats, u, cfg.feats) for u in batch])
+        else:
+            x, lens = raw.read(batch, device)
+        x = x.to(dtype)
+        check_long_inputs(model, batch, lens, cfg.feats or cfg.data, log)
         true = torch.tensor([lang_of(dd, u, lang_index, cfg.data) for u in batch], device=device)
         with torch.inference_mode():
             route = source.route(model, x.to(device), lens.to(device), list(batch), true)

@@ -11,12 +11,15 @@ in the style of Kaldi's ``validate_data_dir.sh``.
 from __future__ import annotations
 
 import math
+import operator
 import os
 import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, NamedTuple
+
+import numpy as np
 
 from zlora.utils.cli import UserError
 from zlora.utils.io import atomic_open
@@ -607,3 +610,75 @@ def copy_subset(src: str | os.PathLike, dst: str | os.PathLike,
     tables = filter_tables(load_tables(src), utts)
     write_tables(dst, tables)
     return tables
+
+
+# ----------------------------------------------------------------------------------------------
+# large tables (millions of lines): columns instead of Entry objects
+
+def read_table(path: str | os.PathLike, n_fields: tuple[int, int | None] | None = None
+               ) -> tuple[list[str], list[str]]:
+    """(ids, values) of a sorted Kaldi table, with read_entries' checks, ~10x faster for the
+    multi-million-line tables of a large corpus (no Entry object per line).
+
+    Lines with only single spaces take the fast path (``partition``); anything else (tabs, runs
+    of spaces, CR) the general one. Any problem is re-read with :func:`read_entries`, so the
+    error names the file, the line and the id exactly as :func:`read_kv` does.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataDirError(f"{path}: file does not exist")
+    n_fields = n_fields or FIELD_COUNTS.get(path.name, (2, None))
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        read_entries(path, n_fields)            # raises, naming the line
+        raise
+    pairs = _split_pairs(text) if n_fields[0] == 2 else None     # two fields a line: the common case
+    keys, values = pairs if pairs is not None else _split_table(text)
+    if not _table_ok(keys, values, n_fields):
+        entries = read_entries(path, n_fields)  # raises with file:line and id
+        return [e.key for e in entries], [e.value for e in entries]
+    return keys, values
+
+
+def _split_pairs(text: str) -> tuple[list[str], list[str]] | None:
+    """``id value`` tables (utt2lang, utt2dur, utt2num_samples, most scp files): one ``str.split``
+    of the whole text, used when every line is exactly two fields (checked on the separator bytes: space,
+    newline, space, newline, ...); None otherwise."""
+    parts = text.split()
+    n_lines = text.count("\n") + (0 if text.endswith("\n") or not text else 1)
+    if len(parts) != 2 * n_lines:
+        return None
+    raw = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+    seps = raw[(raw == 32) | (raw == 10)]
+    if len(seps) not in (2 * n_lines, 2 * n_lines - 1) or (seps[0::2] != 32).any() or (seps[1::2] != 10).any():
+        return None
+    return parts[0::2], parts[1::2]
+
+
+def _split_table(text: str) -> tuple[list[str], list[str]]:
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if "\t" in text or "\r" in text or "  " in text or " \n" in text or text.startswith(" ") \
+            or "\n " in text or text.endswith(" "):
+        parts = [line.split(None, 1) for line in lines]
+        return [p[0] if p else "" for p in parts], [p[1].rstrip() if len(p) > 1 else "" for p in parts]
+    parts = [line.partition(" ") for line in lines]
+    return [p[0] for p in parts], [p[2] for p in parts]
+
+
+def _table_ok(keys: list[str], values: list[str], n_fields: tuple[int, int | None]) -> bool:
+    """Field counts in range, ids non-empty, strictly increasing (sorted, unique)."""
+    lo, hi = n_fields
+    if not all(keys):
+        return False
+    if lo >= 2 and not all(values):
+        return False
+    if hi == 2 and any(" " in v or "\t" in v for v in values):
+        return False
+    if hi is not None and hi > 2 and any(len(v.split()) > hi - 1 for v in values):
+        return False
+    if lo > 2 and any(len(v.split()) < lo - 1 for v in values):
+        return False
+    return not any(map(operator.ge, keys[:-1], keys[1:]))

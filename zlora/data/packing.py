@@ -7,13 +7,17 @@ tokens; packing is performed within the same language."
 An utterance's length is ``speech_token_count(frames) + len(prompt) + len(transcript) + 1`` (eos);
 a pack is one LLM row. Packs are built with best-fit decreasing (sort longest first, put each
 utterance into the fullest pack that still has room): like first-fit decreasing it is within
-11/9 of the optimal number of packs, and with a sorted list of free capacities it costs
-O(n log n) bisects instead of first-fit's O(n x packs) scan.
+11/9 of the optimal number of packs. Rooms are integers up to max_tokens, so the open packs are
+kept in one heap per room value: O(n log n) for millions of utterances, instead of first-fit's
+O(n x packs) scan (or a sorted list of packs, whose inserts are O(packs) each).
 """
 from __future__ import annotations
 
 import bisect
+import heapq
 from typing import Sequence
+
+import numpy as np
 
 
 def pack_lengths(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
@@ -23,18 +27,27 @@ def pack_lengths(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
     packs come in the order they were opened (longest first utterance first).
     A length > ``max_tokens`` (or < 1) is an error: callers filter those out first.
     """
-    for i, n in enumerate(lengths):
-        if n < 1 or n > max_tokens:
-            raise ValueError(f"item {i} has length {n}, outside [1, max_tokens={max_tokens}]")
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    lens = np.asarray(lengths, dtype=np.int64)
+    bad = np.flatnonzero((lens < 1) | (lens > max_tokens))
+    if len(bad):
+        i = int(bad[0])
+        raise ValueError(f"item {i} has length {int(lens[i])}, outside [1, max_tokens={max_tokens}]")
+    order = np.lexsort((np.arange(len(lens)), -lens)).tolist()     # longest first, then by index
     packs: list[list[int]] = []
-    # free[j] = (remaining capacity, pack index), kept sorted: best fit = first >= length.
-    free: list[tuple[int, int]] = []
-    for i in order:
-        n = lengths[i]
-        j = bisect.bisect_left(free, (n, -1))
-        if j < len(free):
-            room, p = free.pop(j)
+    # Best fit = the pack with the least room that still fits, the lowest pack index among equals.
+    # Rooms are integers <= max_tokens: one heap of pack indices per room value, and a sorted list
+    # of the room values that have packs (at most max_tokens of them), searched with bisect.
+    by_room: dict[int, list[int]] = {}
+    rooms: list[int] = []
+    for i, n in zip(order, lens[order].tolist()):
+        j = bisect.bisect_left(rooms, n)
+        if j < len(rooms):
+            room = rooms[j]
+            heap = by_room[room]
+            p = heapq.heappop(heap)
+            if not heap:
+                del by_room[room]
+                rooms.pop(j)
             packs[p].append(i)
             room -= n
         else:
@@ -42,7 +55,10 @@ def pack_lengths(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
             packs.append([i])
             room = max_tokens - n
         if room > 0:
-            bisect.insort(free, (room, p))
+            if room not in by_room:
+                by_room[room] = []
+                bisect.insort(rooms, room)
+            heapq.heappush(by_room[room], p)
     return [sorted(p) for p in packs]
 
 

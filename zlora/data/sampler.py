@@ -15,6 +15,12 @@ Language policy (how languages interleave across steps):
   shuffled list, reshuffled when used up). T = 1 is proportional in expectation; T > 1 up-samples
   the long tail (a tail pack may recur within an epoch; the ranks still get disjoint slots).
 
+Sequential reading (``blocks``: audio shards, zlora.data.dataset.pack_blocks): a language's packs
+come in blocks (the packs of a few hundred consecutive utterances of one shard). The language
+order of the slots is drawn as above, but each language's stream is its blocks in a random order
+(reshuffled per epoch, and per cycle under temperature sampling), a block's packs consecutive
+and in storage order, so the readers go forward through one region of a shard at a time.
+
 Everything is a function of (seed, epoch): no global RNG is touched, so a resumed run sees the
 same batches. ``state_dict()`` holds the epoch and how many micro-batches of it were consumed.
 """
@@ -33,11 +39,13 @@ class PackBatchSampler:
     packs_by_lang: {language index: [pack ids]} (pack ids index the dataset).
     steps_multiple: the per-epoch batch count is truncated to a multiple of this (grad_accum), so
       an optimizer step never straddles two epochs.
+    blocks: {language index: [[pack ids of a block, in read order], ...]} for sequential
+      reading (see the module doc); None = packs in a uniformly random order.
     """
 
     def __init__(self, packs_by_lang: dict[int, Sequence[int]], batch_size: int, world_size: int = 1,
                  rank: int = 0, seed: int = 0, sampling: str = "proportional", temperature: float = 1.0,
-                 steps_multiple: int = 1):
+                 steps_multiple: int = 1, blocks: dict[int, Sequence[Sequence[int]]] | None = None):
         if sampling not in ("proportional", "temperature"):
             raise ValueError(f"unknown sampling policy {sampling!r}")
         self.langs = sorted(lang for lang, packs in packs_by_lang.items() if len(packs))
@@ -46,6 +54,8 @@ class PackBatchSampler:
         self.batch_size, self.world_size, self.rank = batch_size, world_size, rank
         self.seed, self.sampling, self.temperature = seed, sampling, temperature
         self.steps_multiple = steps_multiple
+        self.blocks = None if blocks is None else {
+            lang: [np.asarray(b, dtype=np.int64) for b in blocks[lang] if len(b)] for lang in self.langs}
         self.epoch = 0
         self.consumed = 0
         if self.batches_per_epoch() == 0:
@@ -64,6 +74,8 @@ class PackBatchSampler:
     def global_sequence(self, epoch: int) -> np.ndarray:
         """(n_packs,) pack ids in this epoch's order (identical on every rank)."""
         rng = np.random.default_rng([self.seed, epoch])
+        if self.blocks is not None:
+            return self._block_sequence(rng)
         if self.sampling == "proportional":
             return rng.permutation(np.concatenate([self.packs[lang] for lang in self.langs]))
         probs = self.language_probs()
@@ -75,6 +87,26 @@ class PackBatchSampler:
             reps = -(-len(slots) // len(pool)) if len(slots) else 0
             stream = np.concatenate([rng.permutation(pool) for _ in range(reps)]) if reps else pool[:0]
             out[slots] = stream[:len(slots)]
+        return out
+
+    def _block_sequence(self, rng: np.random.Generator) -> np.ndarray:
+        """Language labels per slot as in global_sequence; each language's stream = its blocks in
+        random order, packs within a block consecutive."""
+        sizes = [len(self.packs[lang]) for lang in self.langs]
+        if self.sampling == "proportional":
+            labels = rng.permutation(np.repeat(np.arange(len(self.langs)), sizes))
+        else:
+            probs = self.language_probs()
+            labels = rng.choice(len(self.langs), size=self.n_packs, p=[probs[lang] for lang in self.langs])
+        out = np.empty(self.n_packs, dtype=np.int64)
+        for k, lang in enumerate(self.langs):
+            slots = np.flatnonzero(labels == k)
+            stream, have = [], 0
+            while have < len(slots):            # one cycle (temperature: several) over the blocks
+                for b in rng.permutation(len(self.blocks[lang])):
+                    stream.append(self.blocks[lang][b])
+                    have += len(self.blocks[lang][b])
+            out[slots] = np.concatenate(stream)[:len(slots)] if stream else self.packs[lang][:0]
         return out
 
     def batches_per_epoch(self) -> int:
@@ -111,14 +143,15 @@ class PackBatchSampler:
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "consumed": self.consumed, "seed": self.seed,
                 "world_size": self.world_size, "n_packs": self.n_packs,
-                "batch_size": self.batch_size, "sampling": self.sampling}
+                "batch_size": self.batch_size, "sampling": self.sampling, "blocks": self.blocks is not None}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore the position; refuses a state whose layout would differ (exact resume)."""
-        for key in ("seed", "world_size", "n_packs", "batch_size", "sampling"):
-            if state.get(key) != getattr(self, key):
+        now = self.state_dict()
+        for key in ("seed", "world_size", "n_packs", "batch_size", "sampling", "blocks"):
+            if state.get(key, False if key == "blocks" else None) != now[key]:
                 raise UserError(f"cannot resume the data order: the checkpoint has {key}="
-                                f"{state.get(key)!r}, this run has {getattr(self, key)!r}; resume "
+                                f"{state.get(key)!r}, this run has {now[key]!r}; resume "
                                 "with the same data, batch size, seed and number of ranks")
         self.epoch, self.consumed = int(state["epoch"]), int(state["consumed"])
 

@@ -1,4 +1,4 @@
-"""Reading a decoding part's inputs: feature matrices, languages, padded batches."""
+"""Reading a decoding part's inputs: feature matrices or raw audio, languages, padded batches."""
 from __future__ import annotations
 
 import numpy as np
@@ -60,3 +60,36 @@ def check_long_inputs(model, utts, lens, scp: str, log) -> None:
         log.warning("%d utterance(s) longer than %d frames (e.g. %s): encoded in %g-s chunks (the "
                     "rest of the batch keeps full context)", len(too_long), limit, too_long[0],
                     enc.cfg.decode_chunk_seconds)
+
+
+class RawAudioReader:
+    """Decoding from raw audio (``--feats_type raw``): the index of raw-audio training
+    (zlora.data.inputs: dump_audio's audio.scp, or the data dir's wav.scp + segments; lengths
+    from utt2num_samples / utt2dur) and the same on-device log-mel (zlora.data.frontend)."""
+
+    def __init__(self, data: str, audio_scp: str | None, n_mels: int):
+        from zlora.data.dataset import _aligned_floats
+        from zlora.data.inputs import audio_index
+        from zlora.data.kaldi import DataDir
+
+        dd = DataDir(data)
+        utts = dd.utts
+        self.index = audio_index(dd.path, audio_scp, utts, _aligned_floats(dd.path / "utt2dur", utts))
+        self.row = {u: i for i, u in enumerate(utts)}
+        self.n_mels = n_mels
+
+    def lengths(self) -> list[tuple[str, int]]:
+        """(utt, mel frames) of every utterance, from the declared lengths (no audio is read)."""
+        from zlora.data.inputs import SAMPLES_PER_FRAME
+
+        return [(u, int(self.index.length[i]) // SAMPLES_PER_FRAME) for u, i in self.row.items()]
+
+    def read(self, utts, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """feats (B, T, n_mels) and feat_lens (B,) on ``device`` for ``utts``."""
+        from zlora.data.frontend import to_features
+
+        waves = [self.index.read(self.row[u]) for u in utts]
+        batch = {"wave": torch.from_numpy(np.concatenate(waves)).to(device),
+                 "wave_lens": torch.tensor([len(w) for w in waves], device=device)}
+        out = to_features(batch, self.n_mels)
+        return out["feats"], out["feat_lens"]

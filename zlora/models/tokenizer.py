@@ -47,6 +47,14 @@ class SentencePieceTokenizer:
     def encode(self, text: str) -> list[int]:
         return self.sp.encode(text, out_type=int)
 
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        """``[encode(t) for t in texts]`` in one call (sentencepiece's C++ loop)."""
+        return self.sp.encode(texts, out_type=int)
+
+    def fingerprint(self) -> str:
+        """sha256 of the model file: what decides the ids (zlora.data.tokens caches by it)."""
+        return _files_sha256([Path(self.model_file)])
+
     def decode(self, ids: list[int]) -> str:
         return self.sp.decode([i for i in ids if i not in (self.eos_id, self.pad_id)])
 
@@ -57,6 +65,7 @@ class HFTokenizer:
     def __init__(self, model_dir: str | os.PathLike):
         from transformers import AutoTokenizer
 
+        self.model_dir = Path(model_dir)
         self.tok = AutoTokenizer.from_pretrained(str(model_dir))
         self.eos_id = self.tok.eos_token_id
         if self.eos_id is None:
@@ -66,6 +75,18 @@ class HFTokenizer:
 
     def encode(self, text: str) -> list[int]:
         return self.tok.encode(text, add_special_tokens=False)
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        """``[encode(t) for t in texts]`` in one call (a fast tokenizer batches in Rust)."""
+        return self.tok(texts, add_special_tokens=False)["input_ids"]
+
+    def fingerprint(self) -> str:
+        """sha256 of the directory's tokenizer files (tokenizer*.json, vocab, merges, special and
+        added tokens, sentencepiece models): what decides the ids."""
+        names = ("vocab.json", "merges.txt", "special_tokens_map.json", "added_tokens.json", "vocab.txt")
+        files = [p for p in sorted(self.model_dir.iterdir()) if p.is_file() and (
+            p.name.startswith("tokenizer") or p.name in names or p.suffix == ".model")]
+        return _files_sha256(files)
 
     def decode(self, ids: list[int]) -> str:
         return self.tok.decode(ids, skip_special_tokens=True)
@@ -92,6 +113,16 @@ def tokenizer_fingerprint(llm_cfg) -> str | None:
     if path.is_dir():
         return files_sha256(path / name for name in HF_TOKENIZER_FILES)
     return None
+
+
+def _files_sha256(files: list[Path]) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for path in files:
+        h.update(f"{path.name}\0{path.stat().st_size}\0".encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
 
 
 def read_training_text(text_files: Iterable[str | os.PathLike], kaldi_text: bool = True) -> list[str]:

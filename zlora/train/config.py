@@ -18,7 +18,9 @@ Example (stage 2, Zipper-LoRA-Soft, paper §IV-F / §V-B; every key not shown ha
       init_b_from: null               # Initial-B: EXP/final/adapter.safetensors of a zipper-soft run
     data:
       train: data/train               # Kaldi data dir (text, utt2lang, utt2spk; utt2dur optional)
-      train_feats: dump/train/feats.scp   # dump_feats (mel) or dump_encoder (cached layers) output
+      feats_type: dumped              # or raw: audio (dump_audio shards or wav.scp), log-mel on the device
+      train_feats: dump/train/feats.scp   # dump_feats (mel) / dump_encoder (cached layers) output;
+                                      # raw: dump_audio's audio.scp, or null for data/train/wav.scp
       valid: data/dev                 # optional, with valid_feats
       valid_feats: dump/dev/feats.scp
       max_tokens: 2048                # per pack: speech tokens + prompt + transcript + eos
@@ -57,12 +59,24 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 @dataclass
 class DataConfig:
-    """Kaldi data dirs plus dumped features (mel from dump_feats, or encoder states from
-    dump_encoder when ``model.encoder.cached_layers > 0``)."""
+    """Kaldi data dirs plus their inputs: dumped features (mel from dump_feats, or encoder states
+    from dump_encoder when ``model.encoder.cached_layers > 0``) or raw audio (log-mel computed on
+    the model's device, zlora.data.frontend)."""
     train: str                          # Kaldi data dir (text, utt2lang, utt2spk; utt2dur optional)
-    train_feats: str                    # its feats.scp (dump_feats mel or dump_encoder states)
-    valid: str | None = None            # validation data dir (optional; with valid_feats)
-    valid_feats: str | None = None      # feats.scp of the validation data dir
+    # dumped: its feats.scp (dump_feats mel or dump_encoder states); raw: dump_audio's audio.scp
+    # (FLAC shards, read sequentially), or null = the data dir's wav.scp + segments
+    train_feats: str | None = None
+    valid: str | None = None            # validation data dir (optional; dumped: with valid_feats)
+    valid_feats: str | None = None      # its feats.scp (dumped) or audio.scp (raw; null = its wav.scp)
+    # dumped: train on the feature dump; raw: read audio (lengths from utt2num_samples or utt2dur,
+    # never by decoding files) and compute Whisper log-mel in the training step, on the device
+    feats_type: Literal["raw", "dumped"] = "dumped"
+    # raw audio in shards (dump_audio): packs are built within runs of this many consecutive
+    # utterances of one shard, and an epoch reads each run's packs together, so reads go forward
+    # through one stretch of a shard instead of seeking per utterance; 0 = pack globally, any order
+    shard_block_utts: int = 512
+    token_cache: bool = True            # keep transcript tokens in <data dir>/.tokens/ (reused while
+                                        # the text and the tokenizer are unchanged)
     # §V-B: a pack (one LLM row) holds speech tokens + prompt + transcript + eos of several
     # same-language utterances, at most this many tokens.
     max_tokens: int = 2048
@@ -70,18 +84,35 @@ class DataConfig:
     sampling: Literal["proportional", "temperature"] = "proportional"   # how languages are mixed
     temperature: float = 1.0            # p_l ∝ n_l^(1/T) when sampling: temperature (T>1 flattens)
     max_duration: float | None = 30.0   # seconds; longer training utterances are skipped + counted
-    num_workers: int = 0                # DataLoader worker processes (0: in the training process)
+    # DataLoader worker processes (0: in the training process); persistent across epochs, with
+    # pinned batches on CUDA
+    num_workers: int = 0
     check_finite: bool = True           # NaN/Inf in a feature matrix is an error naming the utt
+
+    @classmethod
+    def migrate_config(cls, data: dict, where: str) -> dict:
+        """Called by from_dict with the key's location: train_feats is required only for dumped
+        features, and the error names the file like any missing key."""
+        if data.get("feats_type", "dumped") == "dumped" and data.get("train_feats") is None:
+            raise ConfigError(f"{where}.train_feats: required key is missing (the feats.scp of data.train "
+                              "with feats_type dumped; python -m zlora.bin.dump_feats writes it)")
+        return data
 
     def __post_init__(self):
         if self.max_tokens < 1 or self.batch_size < 1:
             raise ConfigError("data.max_tokens and data.batch_size must be >= 1")
         if not self.temperature > 0:
             raise ConfigError(f"data.temperature must be > 0, got {self.temperature}")
-        if (self.valid is None) != (self.valid_feats is None):
-            raise ConfigError("data.valid and data.valid_feats go together (give both or neither)")
-        if self.num_workers < 0:
-            raise ConfigError("data.num_workers must be >= 0")
+        if self.feats_type == "dumped":
+            if self.train_feats is None:
+                raise ConfigError("data.train_feats: required key is missing (the feats.scp of data.train, "
+                                  "with data.feats_type: dumped; python -m zlora.bin.dump_feats writes it)")
+            if (self.valid is None) != (self.valid_feats is None):
+                raise ConfigError("data.valid and data.valid_feats go together (give both or neither)")
+        elif self.valid_feats is not None and self.valid is None:
+            raise ConfigError("data.valid_feats needs data.valid (the data dir it belongs to)")
+        if self.num_workers < 0 or self.shard_block_utts < 0:
+            raise ConfigError("data.num_workers and data.shard_block_utts must be >= 0")
 
 
 @dataclass
@@ -196,6 +227,9 @@ class TrainConfig:
                               f"{list(self.languages)} (same order: it defines the language indices)")
         if self.log_every < 1:
             raise ConfigError("log_every must be >= 1")
+        if self.data.feats_type == "raw" and self.model.encoder.cached_layers > 0:
+            raise ConfigError("data.feats_type: raw computes log-mel, but model.encoder.cached_layers > 0 "
+                              "reads cached encoder states: use feats_type dumped with a dump_encoder cache")
 
 
 def load_train_config(argv: Sequence[str]) -> TrainConfig:

@@ -30,6 +30,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from zlora.data.frontend import to_features
 from zlora.train.distill import LossExtension, apply_loss_extensions
 from zlora.train.config import EngineConfig, OptimConfig, TrainConfig, load_deepspeed_json
 from zlora.train.distributed import DistInfo
@@ -76,7 +77,16 @@ def step_hooks(model: nn.Module) -> list:
     return list(adapter_step_hooks(model))
 
 
-def move_batch(batch: dict, device: torch.device, float_dtype: torch.dtype | None = None) -> dict:
+def mel_bins(model: nn.Module) -> int | None:
+    """Log-mel bins the model's encoder takes (for raw-audio batches); None if it has no config."""
+    enc = getattr(getattr(model, "cfg", None), "encoder", None)
+    return getattr(enc, "n_mels", None)
+
+
+def move_batch(batch: dict, device: torch.device, float_dtype: torch.dtype | None = None,
+               n_mels: int | None = None) -> dict:
+    """The batch on ``device``; ``feats`` in ``float_dtype`` when given. A raw-audio batch
+    (``wave``) gets its log-mel computed there, in float32 (zlora.data.frontend)."""
     out = {}
     for k, v in batch.items():
         if isinstance(v, torch.Tensor):
@@ -84,6 +94,10 @@ def move_batch(batch: dict, device: torch.device, float_dtype: torch.dtype | Non
             if float_dtype is not None and v.is_floating_point() and k == "feats":
                 v = v.to(float_dtype)
         out[k] = v
+    if "wave" in out:
+        if n_mels is None:
+            raise ValueError("a raw-audio batch needs the model's mel bins (model.cfg.encoder.n_mels)")
+        out = to_features(out, n_mels, float_dtype)
     return out
 
 
@@ -102,13 +116,14 @@ class DDPEngine:
         self.optimizer = build_optimizer(model, optim_cfg)
         self.trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.autocast = use_bf16(eng_cfg, dist.device)      # parameters stay float32
+        self.n_mels = mel_bins(model)
         ddp_kw = {"device_ids": [dist.local_rank]} if dist.device.type == "cuda" else {}
         self.wrapped = nn.parallel.DistributedDataParallel(
             model, find_unused_parameters=eng_cfg.find_unused_parameters, **ddp_kw)
         self.hooks = step_hooks(model)
 
     def micro_step(self, batch: dict, last: bool) -> dict:
-        batch = move_batch(batch, self.dist.device)
+        batch = move_batch(batch, self.dist.device, n_mels=self.n_mels)
         # What DDP.no_sync() sets: all-reduce gradients only in the last micro-step.
         self.wrapped.require_backward_grad_sync = last
         with torch.autocast(self.dist.device.type, dtype=torch.bfloat16, enabled=self.autocast):
@@ -146,7 +161,7 @@ class DDPEngine:
         self.optimizer.load_state_dict(state)
 
     def eval_forward(self, batch: dict) -> dict:
-        batch = move_batch(batch, self.dist.device)
+        batch = move_batch(batch, self.dist.device, n_mels=self.n_mels)
         with torch.autocast(self.dist.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             return self.model(batch)
 
@@ -174,12 +189,13 @@ class DeepSpeedEngine:
             model=model, optimizer=optimizer, config=copy.deepcopy(self.ds_config),
             dist_init_required=False)
         self.model = self.engine.module
+        self.n_mels = mel_bins(self.model)
         self.hooks = step_hooks(self.model)
         log.info("DeepSpeed ZeRO stage %s, config %s", self.ds_config.get("zero_optimization", {}).get("stage"),
                  self.ds_config)
 
     def micro_step(self, batch: dict, last: bool) -> dict:
-        batch = move_batch(batch, self.engine.device, torch.bfloat16 if self.bf16 else None)
+        batch = move_batch(batch, self.engine.device, torch.bfloat16 if self.bf16 else None, self.n_mels)
         if self.engine.is_gradient_accumulation_boundary() != last:
             raise RuntimeError("DeepSpeed's gradient-accumulation counter is out of step with the "
                                "training loop")
@@ -244,7 +260,7 @@ class DeepSpeedEngine:
                 cur.copy_(old.to(cur.device, cur.dtype))
 
     def eval_forward(self, batch: dict) -> dict:
-        batch = move_batch(batch, self.engine.device, torch.bfloat16 if self.bf16 else None)
+        batch = move_batch(batch, self.engine.device, torch.bfloat16 if self.bf16 else None, self.n_mels)
         return self.model(batch)
 
 

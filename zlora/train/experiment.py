@@ -17,7 +17,7 @@ log = get_logger("train")
 # epochs do change the LR schedule; the trainer warns about that).
 RESUME_MAY_CHANGE = ("resume", "optim.max_steps", "optim.epochs", "checkpoint.", "log_every",
                      "progress_bar", "tensorboard", "debug.", "engine.timeout_s", "data.num_workers",
-                     "data.valid", "data.valid_feats")
+                     "data.valid", "data.valid_feats", "data.token_cache")
 
 
 def flatten(d: dict, prefix: str = "") -> dict:

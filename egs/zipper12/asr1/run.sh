@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # zipper12: the paper's real-corpus setup (Zipper-LoRA, §V, Table I) for GPU clusters.
-# Stages as in egs/mini12: 0 check inputs, 1 data prep, 2 feature dump, 3 LID embeddings,
+# Stages as in egs/mini12: 0 check inputs, 1 data prep, 2 audio shards, 3 LID embeddings,
 # 4 stage-1 training, 5 stage-2 SFT per method, 6 decoding, 7 scoring + RESULTS.md, 8 figures.
 # Every stage is a `python -m zlora.bin.<verb>` call; see README.md for data layout, compute and
 # multi-node use. Example:
@@ -32,7 +32,7 @@ node_rank=0
 rdzv_id=zipper12           # prefix: every torchrun job gets its own id, <prefix>-<job> (same on all nodes)
 rdzv_backend=c10d
 rdzv_endpoint=localhost:29400   # multi-node: host:port of node 0, reachable from every node
-nj=32                      # CPU processes for feature dumping
+nj=32                      # CPU processes for the audio shards
 decode_nj=4                # decoding processes (one GPU each)
 train_opts=                # extra "--key value" overrides for every training run
 
@@ -82,9 +82,9 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
 fi
 
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
-  log "stage 2: 128-bin log-mel features"
+  log "stage 2: FLAC audio shards (training and decoding read raw audio; log-mel on the device)"
   for set in train_stage1 "$sft_train" $source_tests $target_tests; do
-    python -m zlora.bin.dump_feats --data "data/$set" --out "dump/$set" --n_mels 128 --nj "$nj"
+    python -m zlora.bin.dump_audio --data "data/$set" --out "dump/$set" --nj "$nj"
   done
 fi
 
@@ -100,7 +100,7 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
     "${launcher[@]}" --rdzv_id "${rdzv_id}-stage1-${regime}" \
       -m zlora.bin.train --config "conf/train_stage1_${regime}.yaml" \
       --exp_dir "exp/stage1_${regime}" "${models[@]}" \
-      --data.train data/train_stage1 --data.train_feats dump/train_stage1/feats.scp \
+      --data.train data/train_stage1 --data.train_feats dump/train_stage1/audio.scp \
       --resume true "${extra_train_opts[@]}"
   done
 fi
@@ -118,7 +118,7 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
       "${launcher[@]}" --rdzv_id "${rdzv_id}-${variant}-${regime}-${method}" \
         -m zlora.bin.train --config "conf/stage2/${method}_${regime}.yaml" \
         --exp_dir "exp/${variant}/stage2_${regime}_${method}" --init_from "exp/stage1_${regime}" \
-        "${models[@]}" --data.train "data/$sft_train" --data.train_feats "dump/$sft_train/feats.scp" \
+        "${models[@]}" --data.train "data/$sft_train" --data.train_feats "dump/$sft_train/audio.scp" \
         "${lid_opt[@]}" "${init_b[@]}" --resume true "${extra_train_opts[@]}"
     done
   done
@@ -139,7 +139,7 @@ if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
     [ "$method" = stage1 ] || tests="$source_tests $target_tests"
     for set in $tests; do
       log "stage 6: decode $set with $exp"
-      python -m zlora.bin.decode --exp "$exp" --data "data/$set" --feats "dump/$set/feats.scp" \
+      python -m zlora.bin.decode --exp "$exp" --data "data/$set" --feats_type raw --feats "dump/$set/audio.scp" \
         --out "$exp/decode_$set" --nj "$decode_nj"
     done
   done

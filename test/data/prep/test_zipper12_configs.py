@@ -136,6 +136,7 @@ def test_paper_values_and_consistency():
         assert c["model"]["llm_lora"] == {"enabled": True, "rank": 32, "alpha": 64.0, "dropout": 0.0}
         assert c["optim"]["lr"] == 2e-5 and c["optim"]["warmup_ratio"] == 0.1 and c["optim"]["scheduler"] == "cosine"
         assert c["data"]["max_tokens"] == 2048
+        assert c["data"].get("feats_type", ref[regime]["data"].get("feats_type")) == "raw"   # FLAC shards
         packs = c["data"]["batch_size"] * c["optim"]["grad_accum"]
         assert packs == (16 if regime == "chunked" else 10)       # §V-B: 16 chunked, 10 non-chunked
         # in one micro-batch, which fits 80 GB only with activation checkpointing (bench_memory)
@@ -217,7 +218,9 @@ def test_run_sh_sequences_the_stages(tmp_path):
     calls = [c + "|" for c in (tmp_path / "calls").read_text().splitlines()]
     verbs = [c.split("|-m|")[1].split("|")[0] for c in calls]
     assert verbs[:2] == ["zlora.bin.prep_check", "zlora.bin.prep_plan"]
-    assert verbs.count("zlora.bin.dump_feats") == 6 and verbs.count("zlora.bin.extract_lid") == 1
+    assert verbs.count("zlora.bin.dump_audio") == 6 and verbs.count("zlora.bin.extract_lid") == 1
+    assert all("|--data.train_feats|dump/" in c and "/audio.scp|" in c for c in calls if "|zlora.bin.train|" in c)
+    assert all("|--feats_type|raw|--feats|dump/" in c for c in calls if "|zlora.bin.decode|" in c)
     trains = [c for c in calls if "|zlora.bin.train|" in c]
     assert len(trains) == 2 + 2 * len(METHODS)
     assert all(c.startswith("torchrun|--nnodes|2|--node_rank|1|") and "|--rdzv_endpoint|node0:29400|" in c
