@@ -91,7 +91,8 @@ def test_stale_utt2num_frames_is_an_error_naming_the_utterance(tmp_path):
     lines[1] = f"{utt} {int(n) + 1}"
     u2n.write_text("\n".join(lines) + "\n")
     index = feats_index(feats, DataDir(data).utts)
-    with pytest.raises(InputError, match=f"utterance '{utt}': the matrix has {n} rows but utt2num_frames says"):
+    with pytest.raises(InputError, match=f"utt2num_frames: utterance '{utt}' has {int(n) + 1} frames there, "
+                                         f"but its matrix in .* has {n}: the file is stale"):
         index.read(1)
 
 

@@ -143,13 +143,13 @@ def test_utt2num_frames_is_checked_against_the_features(tmp_path, corpus, traine
     assert code == 2, err
     line = error_line(err)
     assert str(dump / "utt2num_frames") in line and utt in line and str(int(n) + 7) in line and n in line, line
-    # an entry the up-front sample skips is caught when its matrix is loaded
-    from zlora.data.dataset import PackDataset, Utterance
+    # an entry the up-front sample skips is caught when its matrix is read
+    from zlora.data.inputs import feats_index
     from zlora.utils.cli import UserError
 
-    ds = PackDataset([Utterance(utt, 0, int(n) + 1, 1.0, [3], 10)], [[0]], feats)
-    with pytest.raises(UserError, match=f"utterance '{utt}' has {int(n) + 1} frames there, but its matrix"):
-        ds[0]
+    index = feats_index(dump / "feats.scp", [line.split()[0] for line in lines])
+    with pytest.raises(UserError, match=f"utterance '{utt}' has {int(n) + 7} frames there, but its matrix"):
+        index.read(0)
 
 
 def test_the_validator_rejects_what_kaldi_tools_or_dump_feats_would_read_otherwise(tmp_path):

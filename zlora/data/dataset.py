@@ -239,8 +239,12 @@ def check_declared_lengths(index) -> None:
     if not n:
         return
     k = min(FRAME_CHECKS, n)
-    for row in sorted({round(i * (n - 1) / max(1, k - 1)) for i in range(k)}):
-        index.read(row)
+    finite, index.check_finite = index.check_finite, False      # lengths only: NaN is found at use
+    try:
+        for row in sorted({round(i * (n - 1) / max(1, k - 1)) for i in range(k)}):
+            index.read(row)
+    finally:
+        index.check_finite = finite
 
 
 def _ids(ids: list[str]) -> str:

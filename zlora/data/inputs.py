@@ -164,8 +164,10 @@ class InputIndex:
         if mat.ndim != 2:
             raise InputError(f"{self.source}: utterance '{utt}': expected a (T, D) matrix, got {mat.shape}")
         if self.length[row] >= 0 and mat.shape[0] != self.length[row]:
-            raise InputError(f"{self.source}: utterance '{utt}': the matrix has {mat.shape[0]} rows but "
-                             f"utt2num_frames says {int(self.length[row])}; redo the dump")
+            table = Path(self.source).parent / "utt2num_frames"
+            raise InputError(f"{table}: utterance '{utt}' has {int(self.length[row])} frames there, but its "
+                             f"matrix in {self.source} has {mat.shape[0]}: the file is stale (re-run the dump, "
+                             "or delete it to have the frames counted from the matrices)")
         return mat
 
     # ---- audio ------------------------------------------------------------------------------

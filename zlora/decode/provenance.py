@@ -29,10 +29,18 @@ def decode_record(cfg) -> dict[str, str]:
     utt2lang = Path(cfg.data) / "utt2lang"
     options = {k: v for k, v in to_dict(cfg).items() if k not in NOT_OPTIONS}
     return {"model": files_sha256(final / name for name in MODEL_FILES),
-            "feats": table_fingerprint(cfg.feats),
+            "feats": input_fingerprint(cfg),
             "utt2lang": file_sha256(utt2lang) if utt2lang.is_file() else "absent",
             "options": value_sha256(options),
             "lang": value_sha256(language_source(cfg.lang))}
+
+
+def input_fingerprint(cfg) -> str:
+    """The decoded inputs: the feats.scp (or raw audio table), else the data dir's wav.scp and
+    segments (raw audio read through the data dir)."""
+    if cfg.feats:
+        return table_fingerprint(cfg.feats)
+    return table_fingerprint(Path(cfg.data) / "wav.scp", Path(cfg.data) / "segments")
 
 
 def language_source(lang) -> dict:
@@ -55,7 +63,8 @@ def check_inputs(cfg) -> None:
                         {"--data": cfg.data, "--feats": cfg.feats, "--exp": Path(cfg.exp) / "final",
                          "--lang.feats": cfg.lang.feats, "--lang.posteriors": cfg.lang.posteriors})
     final = Path(cfg.exp) / "final"
-    if (final / "model.safetensors").is_file() and (final / "config.yaml").is_file():
+    dumped = getattr(cfg, "feats_type", "dumped") == "dumped"       # raw audio: the model's own front end
+    if dumped and (final / "model.safetensors").is_file() and (final / "config.yaml").is_file():
         from zlora.data.feature_source import ModelInput, check_features_fit
         from zlora.train.config import read_train_config
 
