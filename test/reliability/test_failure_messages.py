@@ -172,9 +172,10 @@ def alive(pid: int) -> bool:
         return False
 
 
-def big_set(tmp_path, corpus, copies: int = 150):
+def big_set(tmp_path, corpus, copies: int = 1500):
     """The corpus repeated ``copies`` times (new ids, the same feature matrices): a decode of it
-    keeps two workers busy for many seconds on a small CPU."""
+    keeps two workers busy for a minute or more (150 copies took 14 s on a 2-core CPU and under
+    6 s on CI's machine, which was too short for the test below)."""
     from zlora.data.kaldi import DataDir
 
     data, feats, _ = corpus
@@ -202,8 +203,9 @@ def test_decode_workers_die_with_their_parent(tmp_path, trained, corpus):
         workers = {p for p in descendants(proc.pid) if "spawn_main" in cmdline(p)}
         time.sleep(0.1)
     assert len(workers) >= 2, "the workers never started"
-    time.sleep(6)                               # past their imports: decoding
+    time.sleep(4)                               # past their imports: decoding
     all_kids = descendants(proc.pid)
+    assert proc.poll() is None, f"the decode ended (exit {proc.returncode}) before the test could kill it"
     assert all(alive(p) for p in workers), "the workers ended before the test could kill their parent"
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
