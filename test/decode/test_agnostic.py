@@ -113,4 +113,5 @@ def test_lid_report(tmp_path):
     rep = lid_report([part], {"a": "en", "b": "en", "c": "en"}, tmp_path, "whisper_lid")
     assert rep["accuracy"] == pytest.approx(2 / 3, abs=1e-3)
     saved = json.loads((tmp_path / "lid.json").read_text())
-    assert saved["per_language"]["en"] == {"utts": 3, "correct": 2, "accuracy": 0.6667}
+    assert saved["per_language"]["en"] == {"utts": 3, "correct": 2, "accuracy": 0.6667,
+                                           "predicted": {"en": 2, "fr": 1}}

@@ -53,6 +53,23 @@ def test_lid_cosine_heatmap_with_centering(tmp_path):
     assert is_png(tmp_path / "fig7.png")
 
 
+def test_lid_confusion_rows_sum_to_one_and_keep_outside_predictions(tmp_path):
+    from zlora.decode.agnostic import lid_report
+
+    part = tmp_path / "p"
+    part.mkdir()
+    (part / "lid").write_text("a en\nb fr\nc en\nd hu\n")
+    lid = lid_report([part], {"a": "en", "b": "en", "c": "fr", "d": "fr"}, tmp_path, "mole")
+    rows, cols, M = plots.confusion_matrix(lid)
+    assert rows == ["en", "fr"] and cols == ["en", "fr", "hu"]     # 'hu': predicted, not a reference
+    assert M.tolist() == [[0.5, 0.5, 0.0], [0.5, 0.0, 0.5]]
+    plot_cli.main(["confusion", "--out", str(tmp_path / "c.png"), f"MoLE={tmp_path / 'lid.json'}",
+                   str(tmp_path / "lid.json")])
+    assert is_png(tmp_path / "c.png")
+    with pytest.raises(UserError, match="no per-language 'predicted'"):
+        plots.confusion_matrix({"per_language": {"en": {"utts": 1, "correct": 1, "accuracy": 1.0}}})
+
+
 def test_tsne_two_methods(tmp_path):
     from safetensors.numpy import save_file
 

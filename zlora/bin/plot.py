@@ -5,6 +5,7 @@
     python -m zlora.bin.plot lid       --out fig7.png [--center] lid.safetensors
     python -m zlora.bin.plot tsne      --out fig8.png --utt2lang data/test/utt2lang \
                                        NAME=emb.safetensors NAME2=emb2.safetensors
+    python -m zlora.bin.plot confusion --out lid_confusion.png [--languages en,fr,...] NAME=DECODE_DIR/lid.json ...
     python -m zlora.bin.plot router    --out router_p.png router_p.json
     python -m zlora.bin.plot loss      --out loss.png [--key loss] [--logy] NAME=EXP/metrics.jsonl ...
 
@@ -14,6 +15,7 @@ mix encoder regimes or test sets.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from zlora.scoring import plots
@@ -44,6 +46,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     s.add_argument("--seed", type=int, default=0, help="seeds t-SNE")
     s.add_argument("--perplexity", type=float, default=30.0, help="t-SNE perplexity")
     s.add_argument("embeddings", nargs="+", help="NAME=FILE (safetensors/npz {utt: vector})")
+    s = sub.add_parser("confusion", help="LID confusion matrix per language-agnostic decode")
+    s.add_argument("--languages", default="", help="comma-separated row order (default: sorted)")
+    s.add_argument("lids", nargs="+", help="NAME=lid.json of a decode dir (or a path), one panel each")
     s = sub.add_parser("router", help="router p heatmap, language x layer")
     s.add_argument("p_json", help="JSON {layer: {lang: [p_1..p_r]}}")
     s = sub.add_parser("loss", help="training-loss curves")
@@ -58,7 +63,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    draw = {"radar": draw_scores, "relchange": draw_scores, "lid": draw_lid, "tsne": draw_tsne,
+    draw = {"radar": draw_scores, "relchange": draw_scores, "lid": draw_lid, "confusion": draw_confusion, "tsne": draw_tsne,
             "router": draw_router, "loss": draw_loss}[args.figure]
     draw(args)
     print(args.out)
@@ -83,6 +88,17 @@ def draw_scores(args: argparse.Namespace) -> None:
 
 def draw_lid(args: argparse.Namespace) -> None:
     plots.cosine_heatmap(plots.load_vectors(args.vectors), args.out, center=args.center, title=args.title)
+
+
+def draw_confusion(args: argparse.Namespace) -> None:
+    panels = []
+    for name, path in map(_split_named, args.lids):
+        try:
+            panels.append((name, json.loads(Path(path).read_text(encoding="utf-8"))))
+        except (OSError, json.JSONDecodeError) as e:
+            raise UserError(f"{path}: cannot read a lid.json ({e})") from e
+    langs = [x for x in args.languages.split(",") if x] or None
+    plots.confusion_panels(panels, args.out, langs, title=args.title)
 
 
 def draw_tsne(args: argparse.Namespace) -> None:

@@ -26,7 +26,8 @@ def write_part_lid(part_dir: Path, pred: dict[str, str]) -> None:
 
 
 def lid_report(part_dirs: list[Path], utt2lang: dict[str, str], out: Path, mode: str) -> dict:
-    """Merge parts' predictions into OUT/utt2lang_pred and OUT/lid.json (accuracy per language)."""
+    """Merge parts' predictions into OUT/utt2lang_pred and OUT/lid.json: accuracy per language and
+    the confusion counts ``{reference: {predicted: utts}}`` (what ``plot confusion`` draws)."""
     pred: dict[str, str] = {}
     for d in part_dirs:
         for line in (d / "lid").read_text(encoding="utf-8").splitlines():
@@ -35,11 +36,13 @@ def lid_report(part_dirs: list[Path], utt2lang: dict[str, str], out: Path, mode:
     per: dict[str, dict] = {}
     for u, lang in pred.items():
         ref = utt2lang[u]
-        r = per.setdefault(ref, {"utts": 0, "correct": 0})
+        r = per.setdefault(ref, {"utts": 0, "correct": 0, "predicted": {}})
         r["utts"] += 1
         r["correct"] += int(lang == ref)
+        r["predicted"][lang] = r["predicted"].get(lang, 0) + 1
     for r in per.values():
         r["accuracy"] = round(r["correct"] / r["utts"], 4)
+        r["predicted"] = dict(sorted(r.pop("predicted").items()))   # after accuracy: reads well
     total = sum(r["utts"] for r in per.values())
     report = {"lang_mode": mode, "utts": total,
               "accuracy": round(sum(r["correct"] for r in per.values()) / max(total, 1), 4),

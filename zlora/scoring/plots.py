@@ -7,6 +7,8 @@ Inputs, and the file formats accepted by the loaders below:
   ``zlora.bin.extract_lid`` writes). ``center=True`` subtracts the mean over languages first.
 * Fig. 8 t-SNE: per method ``{utt: (d,) vector}`` (safetensors or .npz; utterance-level, e.g.
   mean-pooled encoder outputs) plus that method's utt2lang.
+* LID confusion matrix: a decode dir's ``lid.json`` (zlora.decode.agnostic.lid_report), whose
+  ``per_language[ref]["predicted"]`` counts utterances by predicted language; one panel per file.
 * Router heatmap: JSON ``{layer_name: {lang: [p_1, ..., p_r]}}``; a cell is the mean of p over
   ranks; rows are languages, columns layers in natural order of their names.
 * Loss curves: ``metrics.jsonl`` with one JSON object per line, ``{"step": int, "loss": float,
@@ -127,6 +129,49 @@ def cosine_heatmap(vectors: dict[str, np.ndarray], out, center: bool = False, ti
     fig.colorbar(im, ax=ax, label="cosine similarity")
     ax.set_title(title or ("LID embedding cosine similarity" + ("\n(mean-centred)" if center else "")),
                  fontsize=11)
+    return _save(fig, out)
+
+
+# ----------------------------------------------------------------------------- LID confusion
+
+def confusion_matrix(lid: dict, langs: list[str] | None = None) -> tuple[list[str], list[str], np.ndarray]:
+    """(reference languages, predicted languages, (R, P) row-normalised fractions) of a lid.json.
+    Predicted columns are ``langs`` (default: the references) followed by any other language
+    predicted, so an utterance sent outside the set still shows."""
+    per = lid.get("per_language", {})
+    if not per or any("predicted" not in r for r in per.values()):
+        raise UserError("lid.json has no per-language 'predicted' counts (written by zlora.decode since "
+                        "the confusion matrix was added): decode again to get them")
+    rows = [x for x in (langs or sorted(per)) if x in per]
+    extra = sorted({p for r in per.values() for p in r["predicted"]} - set(rows))
+    cols = rows + extra
+    M = np.zeros((len(rows), len(cols)))
+    for i, ref in enumerate(rows):
+        for pred, n in per[ref]["predicted"].items():
+            M[i, cols.index(pred)] = n
+    return rows, cols, M / M.sum(axis=1, keepdims=True).clip(min=1)
+
+
+def confusion_panels(panels: list[tuple[str, dict]], out, langs: list[str] | None = None,
+                     title: str | None = None) -> Path:
+    """Per-language LID confusion, one panel per language-agnostic decode (rows: the true
+    language, columns: the decided one, cells: the share of the row's utterances)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 5.6), squeeze=False)
+    for ax, (name, lid) in zip(axes[0], panels):
+        rows, cols, M = confusion_matrix(lid, langs)
+        ax.imshow(M, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+        for i in range(len(rows)):
+            for j in range(len(cols)):
+                if M[i, j] >= 0.005:
+                    ax.text(j, i, f"{100 * M[i, j]:.0f}", ha="center", va="center", fontsize=7,
+                            color="white" if M[i, j] > 0.5 else "black")
+        ax.set_xticks(range(len(cols)), cols, rotation=90)
+        ax.set_yticks(range(len(rows)), rows)
+        ax.set_xlabel("decided language")
+        ax.set_ylabel("true language")
+        ax.set_title(f"{name}: {100 * lid.get('accuracy', float('nan')):.1f} % of {lid.get('utts', '?')}",
+                     fontsize=10)
+    fig.suptitle(title or "LID confusion (% of each language's utterances)")
     return _save(fig, out)
 
 

@@ -4,7 +4,7 @@
 # (run that first, stages 0-7). README.md explains the methods and what was measured.
 # Stages: 0 link asr1's outputs, 1 4-layer encoder caches, a linear LID probe and one LoRA expert per language,
 # 2 LoRA-MoLE and LoRA-KD (layer-wise, output-only), 3 decoding (the language given, and
-# language-agnostic), scoring, exp/RESULTS.md beside asr1's rows.
+# language-agnostic), scoring, exp/RESULTS.md beside asr1's rows, LID confusion figures (exp/figures/).
 # Stage 0 links asr1's data/, dump/, exp/stage1, exp/stage2 and exp/lid here; through those links
 # this recipe adds data/*_<lang>, dump/*/enc4 and Zipper-LoRA-Soft's decode_*_wlid* to asr1's
 # dirs (where the combined recipe put them); its own runs go to exp/lre/, its results to exp/.
@@ -134,6 +134,10 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
            --- zlora.bin.score_decodes "${outs[@]}")
     python -m zlora.bin.chain "${cmds[@]}"
     scores+=("$experts/score" "${outs[@]/%//score}")
+    python -m zlora.bin.plot confusion --out "exp/figures/lid_confusion_$set.png" --languages "$languages" \
+      "MoLE classifier=exp/lre/mole/decode_${set}_mole/lid.json" \
+      "linear probe (enc$lre_cached)=exp/lre/kd/decode_${set}_probe/lid.json" \
+      "Whisper-base LID=exp/lre/kd/decode_${set}_wlid/lid.json"
   done
   log "stage 3: exp/RESULTS.md: asr1's rows, these rows, LID accuracy"
   python -m zlora.bin.report --out exp/RESULTS.md --title "mini12 (synthetic speech, 2-core CPU demo)" \
