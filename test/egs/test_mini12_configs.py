@@ -13,7 +13,7 @@ LRE = EGS / "lre1" / "conf"
 CONFIGS = sorted(p for p in CONF.rglob("*.yaml")
                  if p.parent.name in ("stage2", "tuning") or p.name == "train_stage1.yaml")
 # lre1's own configs (decode.yaml and prompts_tags.yaml are links to asr1's)
-CONFIGS += sorted(p for p in LRE.glob("*.yaml") if not p.is_symlink())
+CONFIGS += sorted(p for p in LRE.rglob("*.yaml") if not p.is_symlink())   # conf/ and conf/gap/
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(EGS)))

@@ -4,7 +4,8 @@
 # (run that first, stages 0-7). README.md explains the methods and what was measured.
 # Stages: 0 link asr1's outputs, 1 4-layer encoder caches, a linear LID probe and one LoRA expert per language,
 # 2 LoRA-MoLE and LoRA-KD (layer-wise, output-only), 3 decoding (the language given, and
-# language-agnostic), scoring, exp/RESULTS.md beside asr1's rows, LID confusion figures (exp/figures/).
+# language-agnostic), scoring, exp/RESULTS.md beside asr1's rows, LID confusion figures (exp/figures/);
+# 4 (opt-in: --stop_stage 4) the experts' gap, like for like (conf/gap/, exp/RESULTS_gap.md).
 # Stage 0 links asr1's data/, dump/, exp/stage1, exp/stage2 and exp/lid here; through those links
 # this recipe adds data/*_<lang>, dump/*/enc4 and Zipper-LoRA-Soft's decode_*_wlid* to asr1's
 # dirs (where the combined recipe put them); its own runs go to exp/lre/, its results to exp/.
@@ -143,5 +144,27 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
   python -m zlora.bin.report --out exp/RESULTS.md --title "mini12 (synthetic speech, 2-core CPU demo)" \
     --high "$(csv $high)" --low "$(csv $low)" --baseline Vanilla-LoRA --lid_from_decodes "${scores[@]}"
   python -m zlora.bin.compare_results --reference "$reference" exp/RESULTS.md
+fi
+if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then   # opt-in (stop_stage defaults to 3)
+  log "stage 4: the experts' gap, like for like: Vanilla-LoRA on their two layers, then with their budget"
+  gap=(lora_top2 lora_top2_budget) cmds=() scores=()
+  for g in "${gap[@]}"; do
+    cmds+=(--- zlora.bin.train --config "conf/gap/$g.yaml" "${common[@]}" --resume true "${extra_train_opts[@]}")
+  done
+  python -m zlora.bin.chain --nj 2 --log_dir exp/log/stage4 "${cmds[@]}"
+  cmds=()
+  for g in "${gap[@]}"; do for set in $lre_sets; do
+    cmds+=(--- zlora.bin.decode --config "$decode_config" --exp "exp/lre/gap_$g" --data "data/$set"
+             --feats "dump/$set/enc$lre_cached/feats.scp" --out "exp/lre/gap_$g/decode_$set" --nj "$decode_nj"
+           --- zlora.bin.score --ref "data/$set/text" --hyp "exp/lre/gap_$g/decode_$set/text"
+             --utt2lang "data/$set/utt2lang" --out "exp/lre/gap_$g/decode_$set/score" --method "Vanilla-LoRA, $g"
+             --regime full --seed 0 --test_set "$set" --exp "exp/lre/gap_$g")
+    scores+=("exp/lre/gap_$g/decode_$set/score")
+  done; done
+  python -m zlora.bin.chain "${cmds[@]}"
+  rows=()                         # asr1's Vanilla-LoRA, the two steps, the experts
+  for set in $lre_sets; do rows+=("exp/stage2/lora_seed${seeds%% *}/decode_$set/score" "exp/lre/experts/decode_$set/score"); done
+  python -m zlora.bin.report --out exp/RESULTS_gap.md --title "mini12: the experts' gap, like for like" \
+    --high "$(csv $high)" --low "$(csv $low)" --baseline Vanilla-LoRA "${rows[@]}" "${scores[@]}"
 fi
 log "done"
