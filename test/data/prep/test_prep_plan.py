@@ -118,6 +118,18 @@ def test_bad_plans_are_config_errors(roots, tmp_path):
         run_plan(from_dict(DataPlan, p))
 
 
+def test_an_emptied_pool_names_the_exclusion_and_its_count(roots, tmp_path):
+    from zlora.data.prep.common import PrepError
+
+    p = plan_dict(roots, tmp_path)
+    del p["sets"]["test_cv_pt"][0]["hours"]                       # the test set takes all of pt
+    p["sets"]["train"][1]["exclude_splits"] = []
+    with pytest.raises(PrepError, match=rf"sets.train commonvoice/pt: nothing left after exclusions: "
+                                        rf"of the {len(PT)} utterances of split train, "
+                                        rf"exclude_sets test_cv_pt removed {len(PT)}$"):
+        run_plan(from_dict(DataPlan, p))
+
+
 def test_cli_and_subset_data_dir_sh(roots, tmp_path):
     cfg = tmp_path / "plan.yaml"
     plan = plan_dict(roots, tmp_path)

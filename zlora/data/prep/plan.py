@@ -156,16 +156,30 @@ def ensure_prepared(plan: DataPlan, corpus: str, lang: str, split: str, options:
 # ---------------------------------------------------------------------------------------------
 # step 2: select and combine
 
-def excluded_corpus_ids(plan: DataPlan, src: SourceSpec) -> set[str]:
-    """Corpus ids ``src`` must not use: its exclude_splits and its exclude_sets (same language)."""
-    out: set[str] = set()
+def exclusions(plan: DataPlan, src: SourceSpec) -> dict[str, set[str]]:
+    """Corpus ids ``src`` must not use, per exclusion ("exclude_splits dev", "exclude_sets
+    test_cv_pt", ...): its exclude_splits and its exclude_sets (same language)."""
+    out: dict[str, set[str]] = {}
     for split in src.exclude_splits:
-        out |= set(corpus_id_index(ensure_prepared(plan, src.corpus, src.lang, split, src.options)))
+        d = ensure_prepared(plan, src.corpus, src.lang, split, src.options)
+        out[f"exclude_splits {split}"] = set(corpus_id_index(d))
     for name in src.exclude_sets:
         d = Path(plan.out_dir) / name
         langs = DataDir(d).utt2lang
-        out |= {c for c, utts in corpus_id_index(d).items() if any(langs[u] == src.lang for u in utts)}
+        out[f"exclude_sets {name}"] = {c for c, utts in corpus_id_index(d).items()
+                                       if any(langs[u] == src.lang for u in utts)}
     return out
+
+
+def empty_pool_reason(src: SourceSpec, cid: dict[str, str], excl: dict[str, set[str]]) -> str:
+    """Why the pool of ``src`` is empty: the splits held nothing, or which exclusion removed how
+    many of their utterances (one utterance may fall under several)."""
+    splits = "+".join(src.splits)
+    if not cid:
+        return f"split {splits} holds no utterances"
+    removed = [f"{label} removed {n}" for label, ids in excl.items()
+               if (n := sum(c in ids for c in cid.values()))]
+    return f"of the {len(cid)} utterances of split {splits}, " + ", ".join(removed)
 
 
 def select(plan: DataPlan, set_name: str, src: SourceSpec, dirs: list[Path]) -> list[str]:
@@ -176,12 +190,13 @@ def select(plan: DataPlan, set_name: str, src: SourceSpec, dirs: list[Path]) -> 
     # utt2dur of every prepared dir (header reads, cached in the dir): the hour draw needs it, and
     # with it every set reports its hours
     durs = {u: t for d in dirs for u, t in durations(DataDir(d)).items()}
-    excl_cids = excluded_corpus_ids(plan, src)
+    excl = exclusions(plan, src)
+    excl_cids = set().union(*excl.values())
     excluded = {u for u, c in cid.items() if c in excl_cids}
     pool = sorted(u for d in dirs for u in DataDir(d).utts if u not in excluded)
     what = f"sets.{set_name} {src.corpus}/{src.lang}"
     if not pool:
-        raise PrepError(f"{what}: nothing left after exclusions")
+        raise PrepError(f"{what}: nothing left after exclusions: {empty_pool_reason(src, cid, excl)}")
     if src.utt_list is not None:
         by_corpus: dict[str, list[str]] = {}
         for u, c in cid.items():
