@@ -130,6 +130,23 @@ def test_an_emptied_pool_names_the_exclusion_and_its_count(roots, tmp_path):
         run_plan(from_dict(DataPlan, p))
 
 
+def test_a_missing_root_hint_uses_the_callers_option_spelling(roots, tmp_path, capsys):
+    """A recipe with its own --mls DIR option passes --root_flag_prefix "": its users see --mls."""
+    from zlora.bin import prep_check
+
+    cfg = tmp_path / "plan.yaml"
+    cfg.write_text(yaml.safe_dump(plan_dict(roots, tmp_path)))
+    with pytest.raises(ConfigError, match=r"roots.mls: not set; the plan uses mls \(pass --roots.mls DIR"):
+        prep_plan.main(["--config", str(cfg), "--roots.mls", "null"])
+    with pytest.raises(ConfigError, match=r"roots.mls: not set; the plan uses mls \(pass --mls DIR"):
+        prep_plan.main(["--config", str(cfg), "--roots.mls", "null", "--root_flag_prefix", ""])
+    w = fake_model_dir(tmp_path / "whisper", {"model_type": "whisper", "num_mel_bins": 128})
+    q = fake_model_dir(tmp_path / "qwen", {"model_type": "qwen3"})
+    with pytest.raises(ConfigError, match=r"\(pass --mls DIR"):
+        prep_check.main(["--whisper_dir", str(w), "--llm_dir", str(q), "--plan", str(cfg),
+                         "--roots.mls", "null", "--root_flag_prefix", ""])
+
+
 def test_cli_and_subset_data_dir_sh(roots, tmp_path):
     cfg = tmp_path / "plan.yaml"
     plan = plan_dict(roots, tmp_path)

@@ -14,7 +14,8 @@ A plan (YAML, typed by :class:`DataPlan`) names data sets; each set is a list of
         - {corpus: commonvoice, lang: pt, split: train, hours: 1, exclude_sets: [test_cv_pt]}
 
 ``roots`` maps registered corpus names (zlora.data.prep.CORPORA) to their roots (``null``: not
-given; ``--roots.<corpus> DIR`` sets one); a source's ``options`` are checked against its corpus's
+given; ``--roots.<corpus> DIR`` sets one; ``root_flag_prefix`` is how a missing root's message
+spells that option); a source's ``options`` are checked against its corpus's
 options dataclass (e.g. ``{release: opus}`` for mls). ``unions`` name sets built last as the union
 of earlier sets (one multilingual test set per results table, so each table is one decode and one
 score).
@@ -98,6 +99,9 @@ class DataPlan:
     skip_missing: bool = False          # skip utterances whose audio file is missing (counted)
     check_audio: bool = False           # decode every recording when validating (slow on real data)
     force: bool = False                 # rebuild sets even when their record matches
+    # a missing root's hint names the option --<root_flag_prefix><corpus>: a recipe with its own
+    # --<corpus> DIR options passes "" so the hint shows the spelling its users type
+    root_flag_prefix: str = "roots."
 
     def __post_init__(self):
         unknown = [c for c in self.roots if c not in CORPORA]
@@ -134,8 +138,8 @@ def prepared_dir(plan: DataPlan, corpus: str, lang: str, split: str, options: di
 def corpus_root(plan: DataPlan, corpus: str) -> Path:
     root = plan.roots.get(corpus)
     if not root:
-        raise ConfigError(f"roots.{corpus}: not set; the plan uses {corpus} (pass --roots.{corpus} DIR: "
-                          f"{CORPORA.get(corpus).layout})")
+        raise ConfigError(f"roots.{corpus}: not set; the plan uses {corpus} (pass "
+                          f"--{plan.root_flag_prefix}{corpus} DIR: {CORPORA.get(corpus).layout})")
     return Path(root)
 
 
