@@ -168,11 +168,58 @@ def test_cli_and_subset_data_dir_sh(roots, tmp_path):
 
 
 def fake_model_dir(d, config):
+    """config.json, a tokenizer and weights; a Whisper dir gets the decoder embeddings and the
+    language tokens that stage 3 (extract_lid) reads."""
+    import torch
+    from safetensors.torch import save_file
+
     d.mkdir()
     (d / "config.json").write_text(json.dumps(config))
-    (d / "model.safetensors").write_bytes(b"")
+    save_file({"model.decoder.embed_tokens.weight": torch.zeros(4, 2)}, str(d / "model.safetensors"))
     (d / "tokenizer.json").write_text("{}")
+    if config.get("model_type") == "whisper":
+        (d / "generation_config.json").write_text(json.dumps({"lang_to_id": {"<|en|>": 2, "<|de|>": 3}}))
     return d
+
+
+def shard_whisper_dir(d):
+    """Re-save ``d``'s weights the way Whisper-large-v3 ships them: two shards and an index."""
+    import torch
+    from safetensors.torch import save_file
+
+    (d / "model.safetensors").unlink(missing_ok=True)
+    shards = {"model-00001-of-00002.safetensors": {"model.encoder.conv1.weight": torch.zeros(2)},
+              "model-00002-of-00002.safetensors": {"model.decoder.embed_tokens.weight": torch.zeros(4, 2)}}
+    for name, tensors in shards.items():
+        save_file(tensors, str(d / name))
+    (d / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {}, "weight_map": {k: name for name, t in shards.items() for k in t}}))
+
+
+def test_prep_check_takes_sharded_whisper_and_checks_what_stage3_needs(tmp_path, capsys):
+    from zlora.bin import prep_check
+    from zlora.utils.cli import UserError
+
+    w = fake_model_dir(tmp_path / "whisper", {"model_type": "whisper", "num_mel_bins": 128})
+    q = fake_model_dir(tmp_path / "qwen", {"model_type": "qwen3"})
+    args = ["--whisper_dir", str(w), "--llm_dir", str(q)]
+    shard_whisper_dir(w)
+    assert prep_check.main(args) == 0
+    assert "2 shard(s) + model.safetensors.index.json, 2 language tokens" in capsys.readouterr().out
+    (w / "model-00001-of-00002.safetensors").unlink()                 # an interrupted download
+    with pytest.raises(UserError, match=r"index.json names shard\(s\) that are not in .*model-00001-of-00002"):
+        prep_check.main(args)
+    shard_whisper_dir(w)
+    (w / "model-00002-of-00002.safetensors").write_bytes(b"\0" * 8)   # listed but corrupt
+    with pytest.raises(UserError, match=r"model-00002-of-00002.safetensors: not a readable safetensors"):
+        prep_check.main(args)
+    shard_whisper_dir(w)
+    (w / "generation_config.json").unlink()
+    with pytest.raises(UserError, match=r"generation_config.json is missing: .*language tokens.*whisper-large-v3"):
+        prep_check.main(args)
+    (w / "generation_config.json").write_text("{}")
+    with pytest.raises(UserError, match="has no lang_to_id"):
+        prep_check.main(args)
 
 
 def test_prep_check_models_and_sources(roots, tmp_path, capsys):
