@@ -103,6 +103,32 @@ def test_rerun_skips_and_changes_rebuild(roots, tmp_path):
     assert not any(u.endswith("-rep2") for u in DataDir(tmp_path / "data/train").utts)
 
 
+def test_a_changed_corpus_is_converted_again_and_force_converts_anyway(tmp_path_factory, tmp_path):
+    """data/local/* is reused only while the corpus's transcripts are unchanged (size + mtime)."""
+    import os
+
+    r = tmp_path_factory.mktemp("corpus")
+    make_mls(r / "mls", "german", "de", "test", [("1_2_000001", "guten tag"), ("1_2_000002", "danke")], "flac")
+    plan = {"seed": 1, "out_dir": str(tmp_path / "data"), "work_dir": str(tmp_path / "data/local"),
+            "roots": {"mls": str(r / "mls")},
+            "sets": {"test_de": [{"corpus": "mls", "lang": "de", "split": "test"}]}}
+    run_plan(from_dict(DataPlan, plan))
+    prepared = tmp_path / "data/local/mls_de_test/prep.yaml"
+    stamp = prepared.stat().st_mtime_ns
+    run_plan(from_dict(DataPlan, plan))
+    assert prepared.stat().st_mtime_ns == stamp                       # unchanged corpus: reused
+    trans = r / "mls/mls_german/test/transcripts.txt"
+    trans.write_text(trans.read_text().replace("danke", "danke schön"))
+    run_plan(from_dict(DataPlan, plan))
+    assert read_kv(tmp_path / "data/local/mls_de_test/text")["1_2_000002"] == "danke schön"
+    assert read_kv(tmp_path / "data/test_de/text")["1_2_000002"] == "danke schön"   # and the set
+    stamp = prepared.stat().st_mtime_ns
+    os.utime(prepared, ns=(stamp - 10**9, stamp - 10**9))              # so a rewrite is visible
+    stamp = prepared.stat().st_mtime_ns
+    run_plan(from_dict(DataPlan, {**plan, "force": True}))
+    assert prepared.stat().st_mtime_ns != stamp                       # force: converted anyway
+
+
 def test_bad_plans_are_config_errors(roots, tmp_path):
     p = plan_dict(roots, tmp_path)
     p["sets"]["train"][1]["exclude_sets"] = ["test_all"]
