@@ -64,6 +64,19 @@ def check_whisper(path: Path, n_mels: int) -> str:
             f"{n_mels} mels, {files}")
 
 
+def check_plan_languages(plan, whisper: Path) -> None:
+    """Every language of the plan needs a Whisper language token: stage 3 takes its LID embedding."""
+    from zlora.models.whisper_files import GENERATION_CONFIG, language_tokens
+
+    known = language_tokens(whisper)
+    langs = sorted({src.lang for sources in plan.sets.values() for src in sources})
+    unknown = [lang for lang in langs if lang not in known]
+    if unknown:
+        raise UserError(f"--whisper_dir: {whisper / GENERATION_CONFIG} has no language token for "
+                        f"{', '.join(unknown)} (the plan's languages: {', '.join(langs)}); stage 3 "
+                        "needs one per language for the LID embeddings")
+
+
 def check_llm(path: Path) -> str:
     cfg = read_config_json(path, "--llm_dir")
     if not any((path / f).is_file() for f in TOKENIZER_FILES):
@@ -97,7 +110,9 @@ def main(argv: list[str]) -> int:
     if args.plan:
         from zlora.data.prep.plan import DataPlan, check_sources
 
-        lines += check_sources(load_config(DataPlan, ["--config", args.plan, *rest]))
+        plan = load_config(DataPlan, ["--config", args.plan, *rest])
+        check_plan_languages(plan, Path(args.whisper_dir))
+        lines += check_sources(plan)
     elif rest:
         raise UserError(f"unexpected arguments {' '.join(rest)} (plan overrides need --plan)")
     print("\n".join(f"prep_check: {line}" for line in lines))

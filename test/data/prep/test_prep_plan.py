@@ -193,7 +193,7 @@ def test_cli_and_subset_data_dir_sh(roots, tmp_path):
     assert BUDGET_S <= got < BUDGET_S + max(DataDir(src).utt2dur.values())
 
 
-def fake_model_dir(d, config):
+def fake_model_dir(d, config, langs=("en", "de", "ar", "pt", "es")):
     """config.json, a tokenizer and weights; a Whisper dir gets the decoder embeddings and the
     language tokens that stage 3 (extract_lid) reads."""
     import torch
@@ -204,7 +204,8 @@ def fake_model_dir(d, config):
     save_file({"model.decoder.embed_tokens.weight": torch.zeros(4, 2)}, str(d / "model.safetensors"))
     (d / "tokenizer.json").write_text("{}")
     if config.get("model_type") == "whisper":
-        (d / "generation_config.json").write_text(json.dumps({"lang_to_id": {"<|en|>": 2, "<|de|>": 3}}))
+        (d / "generation_config.json").write_text(json.dumps(
+            {"lang_to_id": {f"<|{x}|>": 2 + i for i, x in enumerate(langs)}}))
     return d
 
 
@@ -231,7 +232,7 @@ def test_prep_check_takes_sharded_whisper_and_checks_what_stage3_needs(tmp_path,
     args = ["--whisper_dir", str(w), "--llm_dir", str(q)]
     shard_whisper_dir(w)
     assert prep_check.main(args) == 0
-    assert "2 shard(s) + model.safetensors.index.json, 2 language tokens" in capsys.readouterr().out
+    assert "2 shard(s) + model.safetensors.index.json, 5 language tokens" in capsys.readouterr().out
     (w / "model-00001-of-00002.safetensors").unlink()                 # an interrupted download
     with pytest.raises(UserError, match=r"index.json names shard\(s\) that are not in .*model-00001-of-00002"):
         prep_check.main(args)
@@ -246,6 +247,19 @@ def test_prep_check_takes_sharded_whisper_and_checks_what_stage3_needs(tmp_path,
     (w / "generation_config.json").write_text("{}")
     with pytest.raises(UserError, match="has no lang_to_id"):
         prep_check.main(args)
+
+
+def test_prep_check_wants_a_whisper_language_token_per_plan_language(roots, tmp_path):
+    from zlora.bin import prep_check
+    from zlora.utils.cli import UserError
+
+    w = fake_model_dir(tmp_path / "whisper", {"model_type": "whisper", "num_mel_bins": 128}, langs=("en", "de"))
+    q = fake_model_dir(tmp_path / "qwen", {"model_type": "qwen3"})
+    cfg = tmp_path / "plan.yaml"
+    cfg.write_text(yaml.safe_dump(plan_dict(roots, tmp_path)))        # ar, pt and de
+    with pytest.raises(UserError, match=r"generation_config.json has no language token for ar, pt "
+                                        r"\(the plan's languages: ar, de, pt\)"):
+        prep_check.main(["--whisper_dir", str(w), "--llm_dir", str(q), "--plan", str(cfg)])
 
 
 def test_prep_check_models_and_sources(roots, tmp_path, capsys):
