@@ -450,23 +450,28 @@ def _provenance(runs: list[Run]) -> list[str]:
     parts = ["## How each row was produced", ""]
     for run in sorted(runs, key=lambda r: (r.meta.test_set, r.meta.regime, r.meta.method,
                                            -1 if r.meta.seed is None else r.meta.seed)):
-        m = run.meta
-        seed = "" if m.seed is None else f" / seed {m.seed}"   # unknown seed: say nothing
-        steps = recorded_steps(run)
-        parts += [f"### {m.method} / {m.regime} / {m.test_set}{seed}", "",
-                  f"- scores: `{run.path}`", f"- git revision: `{m.git or 'unknown'}`",
-                  f"- experiment: `{m.exp or 'unknown'}`",
-                  *(f"- {what}: `{path}`" for what, path, _ in steps)]
-        if not any(what == "training config" for what, _, _ in steps):
-            parts.append(f"- training config: `{m.config or 'unknown'}`")
-        commands = [cmd for _, _, cmd in steps] + [c for c in m.commands if c not in
-                                                    {cmd for _, _, cmd in steps}]
-        if commands:
-            parts += ["- commands:", "", "```sh", *commands, "```"]
-        else:
-            parts.append("- commands: unknown")
-        parts.append("")
+        parts += _row_provenance(run)
     return parts
+
+
+def _row_provenance(run: Run) -> list[str]:
+    """One row's heading, files and commands: training and decoding as their dirs recorded them,
+    then the commands meta.json lists (the score command)."""
+    m = run.meta
+    seed = "" if m.seed is None else f" / seed {m.seed}"   # unknown seed: say nothing
+    steps = recorded_steps(run)
+    parts = [f"### {m.method} / {m.regime} / {m.test_set}{seed}", "",
+             f"- scores: `{run.path}`", f"- git revision: `{m.git or 'unknown'}`",
+             f"- experiment: `{m.exp or 'unknown'}`", *(f"- {what}: `{path}`" for what, path, _ in steps)]
+    if not any(what == "training config" for what, _, _ in steps):
+        parts.append(f"- training config: `{m.config or 'unknown'}`")
+    recorded = [cmd for _, _, cmd in steps]
+    commands = recorded + [c for c in m.commands if c not in recorded]
+    if commands:
+        parts += ["- commands:", "", "```sh", *commands, "```"]
+    else:
+        parts.append("- commands: unknown")
+    return parts + [""]
 
 
 def recorded_steps(run: Run) -> list[tuple[str, str, str]]:
