@@ -160,3 +160,13 @@ def test_greedy_matches_uncached_argmax_decoding(make_model):
             with language_context(model.llm, batch["lang_ids"]):
                 ref.append(int(model.llm(inputs_embeds=x, use_cache=False).logits[0, -1].argmax()))
     assert hyp == ref
+
+
+@pytest.mark.filterwarnings("error::FutureWarning")
+def test_cached_decoding_uses_no_deprecated_transformers_argument(make_model):
+    """The KV cache goes in the way transformers supports (`past_key_values` warns, goes in 5.40)."""
+    model = make_model(seed=5).eval()
+    batch = random_batch([32, 48], langs=[0, 1])
+    for beam in (1, 2):
+        model.generate(batch["feats"], batch["feat_lens"], batch["lang_ids"],
+                       DecodingOptions(max_new_tokens=3, beam_size=beam))

@@ -53,6 +53,30 @@ def test_lid_embeddings_are_the_language_token_rows(tiny_whisper):
     assert torch.equal(lid_embeddings(model, ["de"])["de"], raw["de"])  # a model works as well as a dir
 
 
+def test_lid_embeddings_and_encoder_weights_from_a_sharded_dir(tiny_whisper, tmp_path):
+    """Whisper-large-v3 ships shards + model.safetensors.index.json instead of model.safetensors."""
+    import shutil
+
+    from zlora.bin import extract_lid
+    from zlora.models.encoder import read_encoder_weights
+
+    d, model = tiny_whisper
+    sharded = tmp_path / "sharded"
+    shutil.copytree(d, sharded)
+    (sharded / "model.safetensors").unlink()
+    model.save_pretrained(sharded, max_shard_size="20KB")
+    assert len(list(sharded.glob("model-*-of-*.safetensors"))) > 1
+    assert not (sharded / "model.safetensors").exists()
+    for lang, row in lid_embeddings(sharded, ["de", "en"], center=True).items():
+        torch.testing.assert_close(row, lid_embeddings(d, [lang], center=True)[lang])
+    single = read_encoder_weights(d)
+    assert {k: v.shape for k, v in read_encoder_weights(sharded).items()} == {k: v.shape for k, v in single.items()}
+    out = tmp_path / "lid.safetensors"
+    assert extract_lid.main(["--whisper_dir", str(sharded), "--languages", "en,de", str(out)]) == 0
+    files = extract_lid.provenance_files(sharded)
+    assert (sharded / "model.safetensors.index.json") in files and (sharded / "generation_config.json") in files
+
+
 def test_centring_uses_all_language_tokens(tiny_whisper):
     d, model = tiny_whisper
     emb = model.model.decoder.embed_tokens.weight.detach()

@@ -77,6 +77,36 @@ def test_table_rows_groups_seeds_and_regimes(runs):
     assert "python -m zlora.bin.train --config conf/zip_s1.yaml" in text
 
 
+def test_provenance_lists_training_and_decoding_and_no_seed_none(tmp_path):
+    """A row's provenance names the configs its decode dir and exp dirs recorded (stage 1 via the
+    stage-2 config's init_from) and the commands that rerun them; an unknown seed is not shown."""
+    import yaml
+
+    s1, s2, dec = tmp_path / "exp/stage1", tmp_path / "exp/zip", tmp_path / "exp/zip/decode_test"
+    for d in (s1, s2, dec):
+        d.mkdir(parents=True)
+    (s1 / "config.yaml").write_text(yaml.safe_dump({"stage": 1, "seed": 0}))
+    (s2 / "config.yaml").write_text(yaml.safe_dump({"stage": 2, "seed": 0,
+                                                    "init_from": str(s1 / "checkpoints/step-100")}))
+    (dec / "decode.yaml").write_text(yaml.safe_dump({"exp": str(s2), "data": "data/test"}))
+    score = dec / "score"
+    score.mkdir()
+    (score / "result.json").write_text(json.dumps(_result({"en": 10})))
+    (score / "meta.json").write_text(json.dumps({"method": "Z", "regime": "full", "seed": None,
+                                                 "commands": ["python -m zlora.bin.score --x"]}))
+    text = write_results_md([load_run(str(score))], ReportOptions(baseline=None), tmp_path / "R.md")
+    prov = text.split("## How each row was produced")[1]
+    assert "seed None" not in text and "### Z / full / test\n" in prov
+    assert f"- stage-1 training config: `{s1}/config.yaml`" in prov
+    assert f"- training config: `{s2}/config.yaml`" in prov
+    assert f"- decoding config: `{dec}/decode.yaml`" in prov
+    cmds = prov.split("```sh\n")[1].split("```")[0].splitlines()
+    assert cmds == [f"python -m zlora.bin.train --config {s1}/config.yaml",
+                    f"python -m zlora.bin.train --config {s2}/config.yaml",
+                    f"python -m zlora.bin.decode --config {dec}/decode.yaml",
+                    "python -m zlora.bin.score --x"]
+
+
 def test_relative_change_values(runs):
     _, dirs = runs
     rows = group_runs([load_run(d) for d in dirs])[("test", "full")]

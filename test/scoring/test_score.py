@@ -179,3 +179,18 @@ def test_validate_result_dict_rejects_wrong_schema():
         validate_result_dict({"en": {**good["en"], "wer": 1.0}})
     with pytest.raises(UserError, match="non-negative integer"):
         validate_result_dict({"en": {**good["en"], "errors": 1.5}})
+
+
+def test_meta_takes_the_seed_from_the_exp_config_when_not_given(files):
+    tmp, ref, u2l = files
+    hyp = _write(tmp, "hyp", "u1 red green blue\n")
+    exp = tmp / "exp"
+    exp.mkdir()
+    (exp / "config.yaml").write_text("stage: 2\nseed: 7\n")
+    common = ["--ref", str(ref), "--hyp", str(hyp), "--utt2lang", str(u2l), "--method", "A", "--regime", "full"]
+    score_cli.main([*common, "--out", str(tmp / "s1"), "--exp", str(exp)])
+    assert json.loads((tmp / "s1/meta.json").read_text())["seed"] == 7
+    score_cli.main([*common, "--out", str(tmp / "s2"), "--exp", str(exp), "--seed", "3"])
+    assert json.loads((tmp / "s2/meta.json").read_text())["seed"] == 3     # the flag wins
+    score_cli.main([*common, "--out", str(tmp / "s3")])
+    assert json.loads((tmp / "s3/meta.json").read_text())["seed"] is None

@@ -56,3 +56,19 @@ def test_table_fingerprint_follows_the_files_a_table_names(tmp_path):
     fp = table_fingerprint(scp)
     scp.write_text(scp.read_text().replace("-t wav", "-t  wav"))  # a pipe counts by its text
     assert table_fingerprint(scp) != fp
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_safetensors_outputs_respect_umask(tmp_path, umask):
+    torch = pytest.importorskip("torch")
+    from zlora.utils.io import save_tensors
+
+    old = os.umask(umask)
+    try:
+        save_tensors({"w": torch.zeros(2)}, tmp_path / "w.safetensors")
+        plain = tmp_path / "plain"
+        plain.write_text("x")
+    finally:
+        os.umask(old)
+    assert (os.stat(tmp_path / "w.safetensors").st_mode & 0o777) == (os.stat(plain).st_mode & 0o777)
+    assert sorted(os.listdir(tmp_path)) == ["plain", "w.safetensors"]

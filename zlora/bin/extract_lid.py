@@ -18,6 +18,7 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from zlora.models.lid import cosine_matrix, lid_embeddings, plot_cosine_heatmap
+from zlora.models.whisper_files import provenance_files
 from zlora.utils.cli import ArgumentParser, UserError, run_main
 from zlora.utils.io import CheckpointError, atomic_save_file, check_outputs_apart, load_tensors, read_metadata
 from zlora.utils.log import get_logger, setup_logging
@@ -28,7 +29,7 @@ log = get_logger("extract_lid")
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = ArgumentParser("extract_lid", description=__doc__.splitlines()[0])
-    parser.add_argument("--whisper_dir", required=True, help="converted Whisper dir (zlora.bin.convert_whisper)")
+    parser.add_argument("--whisper_dir", required=True, help="local Hugging Face Whisper dir (single model.safetensors or shards + index)")
     parser.add_argument("--languages", required=True, help="comma-separated Whisper language codes, e.g. en,fr,de")
     parser.add_argument("--center", action="store_true", help="subtract the mean over all language tokens")
     parser.add_argument("--heatmap", default=None, help="also write a cosine-similarity heatmap PNG here")
@@ -52,7 +53,7 @@ def lid_record(args: argparse.Namespace) -> dict:
     """What the embeddings are made from: the Whisper files' content, the languages (in order), the
     centring."""
     whisper = Path(args.whisper_dir)
-    files = sorted(whisper.glob("*.safetensors")) + [whisper / "generation_config.json"] if whisper.is_dir() else []
+    files = provenance_files(whisper) if whisper.is_dir() else []
     return {"whisper": files_sha256(files), "languages": list(args.languages), "center": bool(args.center)}
 
 

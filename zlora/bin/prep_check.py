@@ -3,8 +3,10 @@
     python -m zlora.bin.prep_check --whisper_dir DIR --llm_dir DIR [--n_mels 128] \
         [--plan conf/data/lite_1h.yaml --roots.mls DIR ...]
 
-Whisper: a local Hugging Face dir with config.json (num_mel_bins must equal --n_mels) and
-safetensors weights. LLM: config.json, safetensors weights and a tokenizer. Plan: every corpus
+Whisper: a local Hugging Face dir with config.json (num_mel_bins must equal --n_mels),
+safetensors weights (model.safetensors, or shards with model.safetensors.index.json, as
+Whisper-large-v3 ships) holding the decoder embeddings, and generation_config.json with the
+language tokens (what stage 3's LID embeddings read). LLM: config.json, safetensors weights and a tokenizer. Plan: every corpus
 split the plan reads must be where its converter looks (zlora/data/prep/<corpus>.py); other
 ``--key value`` options override the plan like ``python -m zlora.bin.prep_plan``'s. ``--whisper``
 and ``--llm`` (the older spellings) still work, with a deprecation warning.
@@ -44,14 +46,35 @@ def read_config_json(path: Path, what: str) -> dict:
 
 
 def check_whisper(path: Path, n_mels: int) -> str:
+    from zlora.models.whisper_files import check_whisper_dir
+
     cfg = read_config_json(path, "--whisper_dir")
     if cfg.get("model_type") != "whisper":
         raise UserError(f"--whisper_dir: {path}/config.json has model_type {cfg.get('model_type')!r}, not whisper")
     if cfg.get("num_mel_bins") != n_mels:
         raise UserError(f"--whisper_dir: {path} takes {cfg.get('num_mel_bins')} mel bins, the recipe "
                         f"uses {n_mels} (Whisper-large-v3 has 128)")
+    # what training and stage 3 (extract_lid) read: the weights, single or sharded, and the
+    # language tokens; checked now rather than after hours of training
+    try:
+        files = check_whisper_dir(path)
+    except UserError as e:
+        raise UserError(f"--whisper_dir: {e}") from None
     return (f"whisper: {path}: {cfg.get('encoder_layers')} encoder layers, d_model {cfg.get('d_model')}, "
-            f"{n_mels} mels")
+            f"{n_mels} mels, {files}")
+
+
+def check_plan_languages(plan, whisper: Path) -> None:
+    """Every language of the plan needs a Whisper language token: stage 3 takes its LID embedding."""
+    from zlora.models.whisper_files import GENERATION_CONFIG, language_tokens
+
+    known = language_tokens(whisper)
+    langs = sorted({src.lang for sources in plan.sets.values() for src in sources})
+    unknown = [lang for lang in langs if lang not in known]
+    if unknown:
+        raise UserError(f"--whisper_dir: {whisper / GENERATION_CONFIG} has no language token for "
+                        f"{', '.join(unknown)} (the plan's languages: {', '.join(langs)}); stage 3 "
+                        "needs one per language for the LID embeddings")
 
 
 def check_llm(path: Path) -> str:
@@ -87,7 +110,9 @@ def main(argv: list[str]) -> int:
     if args.plan:
         from zlora.data.prep.plan import DataPlan, check_sources
 
-        lines += check_sources(load_config(DataPlan, ["--config", args.plan, *rest]))
+        plan = load_config(DataPlan, ["--config", args.plan, *rest])
+        check_plan_languages(plan, Path(args.whisper_dir))
+        lines += check_sources(plan)
     elif rest:
         raise UserError(f"unexpected arguments {' '.join(rest)} (plan overrides need --plan)")
     print("\n".join(f"prep_check: {line}" for line in lines))

@@ -5,8 +5,11 @@ r"""Build every data set of a data plan (paper Table I): convert, sample by hour
 
 Plan format and semantics: zlora/data/prep/plan.py; ``--help`` lists the corpora a plan may use.
 Prints one line per set and language (utterances, hours). Sets already built from the same plan
-entry are skipped (``--force true`` rebuilds them); converted corpus splits are reused when their
-prep.yaml matches.
+entry are skipped; converted corpus splits are reused while their prep.yaml matches, including the
+fingerprint (size and mtime) of the corpus's transcript files, so an edited corpus is converted
+again. ``--force true`` converts every split again and rebuilds every set. A recipe with its own
+``--<corpus> DIR`` options passes ``--root_flag_prefix ""`` so that a missing root's message names
+them.
 """
 from __future__ import annotations
 

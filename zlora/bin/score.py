@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from zlora.scoring.report import RunMeta, command_line, git_revision, write_meta
+from zlora.scoring.report import RunMeta, command_line, exp_config, git_revision, write_meta
 from zlora.scoring.score import format_table, score_files, write_outputs
 from zlora.utils.cli import ArgumentParser, run_main
 from zlora.utils.io import check_outputs_apart
@@ -38,7 +38,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     meta = p.add_argument_group("run description for the report (meta.json, written if --method is given)")
     meta.add_argument("--method", help="row label, e.g. Vanilla-LoRA")
     meta.add_argument("--regime", choices=["chunked", "full"], help="encoder regime")
-    meta.add_argument("--seed", type=int, help="training seed of the run")
+    meta.add_argument("--seed", type=int, help="training seed of the run (default: the seed in "
+                      "--exp's config.yaml)")
     meta.add_argument("--test_set", default="test", help="name of the scored test set")
     meta.add_argument("--exp", help="experiment dir (its config.yaml is recorded)")
     meta.add_argument("--command", action="append", default=[], help="a command that produced the "
@@ -66,10 +67,13 @@ def main(argv: list[str]) -> int:
 
 
 def run_meta(args: argparse.Namespace, argv: list[str]) -> RunMeta:
-    config = None
+    config, seed = None, args.seed
     if args.exp and (Path(args.exp) / "config.yaml").is_file():
         config = str(Path(args.exp) / "config.yaml")
-    return RunMeta(method=args.method, regime=args.regime, seed=args.seed, test_set=args.test_set,
+        if seed is None:        # the run's own seed: two seeds of one method must not collide
+            recorded = exp_config(args.exp).get("seed")
+            seed = recorded if isinstance(recorded, int) else None
+    return RunMeta(method=args.method, regime=args.regime, seed=seed, test_set=args.test_set,
                    exp=args.exp, config=config, git=git_revision(Path(__file__).parent),
                    commands=[*args.command, command_line(argv, "python -m zlora.bin.score")])
 

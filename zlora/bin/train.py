@@ -2,11 +2,13 @@
 adapters + projector + LLM-LoRA, initialised from stage 1).
 
     python -m zlora.bin.train --config conf/train_stage1.yaml [--optim.max_steps 100 ...]
-    torchrun --nproc_per_node 4 -m zlora.bin.train --config conf/x.yaml
+    python -m zlora.bin.torchrun --nproc_per_node 4 -m zlora.bin.train --config conf/x.yaml
     python -m zlora.bin.train --config conf/x.yaml --resume true     # continue from the latest checkpoint
 
 Writes EXP/config.yaml (resolved), EXP/train.log, EXP/metrics.jsonl, EXP/tensorboard/,
-EXP/checkpoints/step-N/ + latest, and EXP/final/ (see zlora.train.checkpoint).
+EXP/checkpoints/step-N/ + latest, and EXP/final/ (see zlora.train.checkpoint). A bad input ends
+every rank with one line and exit code 2; plain ``torchrun`` works too, but follows that line
+with its agent's ChildFailedError traceback and exits 1 (zlora.bin.torchrun says why).
 """
 from __future__ import annotations
 

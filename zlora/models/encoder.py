@@ -343,21 +343,13 @@ def require_local_dir(path: str | None, key: str, hint: str) -> Path:
 def read_encoder_weights(path: Path) -> dict[str, torch.Tensor]:
     """Encoder tensors of a WhisperModel / WhisperForConditionalGeneration dir (safetensors only),
     reading only the encoder's keys (the decoder is never loaded)."""
-    import json
-
     from safetensors import safe_open
 
-    index = path / "model.safetensors.index.json"
-    if index.is_file():
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-    elif (path / "model.safetensors").is_file():
-        files = ["model.safetensors"]
-    else:
-        raise ConfigError(f"{path}: no model.safetensors (or index); zlora loads safetensors only, "
-                          "never pickled .bin weights")
+    from zlora.models.whisper_files import weight_files
+
     out = {}
-    for name in files:
-        with safe_open(str(path / name), framework="pt") as f:
+    for file in weight_files(path):         # model.safetensors, or the shards of its index
+        with safe_open(str(file), framework="pt") as f:
             for key in f.keys():
                 for prefix in ("model.encoder.", "encoder."):
                     if key.startswith(prefix):

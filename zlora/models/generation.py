@@ -78,7 +78,8 @@ class CausalLMStepper:
 
     def _forward(self, **kw) -> torch.Tensor:
         with adapter_language_context(self.llm, self.row_langs):
-            out = self.llm(past_key_values=self.cache, attention_mask=self.mask, use_cache=True,
+            # `cache=` (transformers >= 5.24, our minimum): `past_key_values=` warns and goes in 5.40.
+            out = self.llm(cache=self.cache, attention_mask=self.mask, use_cache=True,
                            logits_to_keep=1, **kw)
         return out.logits[:, -1]
 

@@ -15,16 +15,15 @@ language tokens.
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 
 import torch
 
+from zlora.models.whisper_files import EMBED_KEY, HINT, language_tokens, read_tensor  # noqa: F401
 from zlora.utils.cli import UserError
 from zlora.utils.io import atomic_save_file
 
 N_FRAMES = 3000  # Whisper's 30 s window at 100 frames/s
-EMBED_KEY = "model.decoder.embed_tokens.weight"
 
 
 # ------------------------------------------------------------------ loading
@@ -41,8 +40,7 @@ def load_whisper(whisper):
     if isinstance(whisper, (str, Path)):
         path = Path(whisper)
         if not (path / "config.json").is_file():
-            raise UserError(f"{path}: not a Whisper checkpoint dir (no config.json); "
-                            f"create one with `python -m zlora.bin.convert_whisper DIR`")
+            raise UserError(f"{path}: not a Whisper checkpoint dir (no config.json); {HINT}")
         return _load_whisper_cached(str(path.resolve()))
     return whisper
 
@@ -50,16 +48,10 @@ def load_whisper(whisper):
 def language_token_ids(whisper) -> dict[str, int]:
     """{'en': 50259, ...} from the generation config's lang_to_id (dir or model)."""
     if isinstance(whisper, (str, Path)):
-        gen_file = Path(whisper) / "generation_config.json"
-        if not gen_file.is_file():
-            raise UserError(f"{gen_file} is missing: convert with `python -m zlora.bin.convert_whisper`")
-        lang_to_id = json.loads(gen_file.read_text(encoding="utf-8")).get("lang_to_id")
-        where = str(gen_file)
-    else:
-        lang_to_id = getattr(whisper.generation_config, "lang_to_id", None)
-        where = "the model's generation_config"
+        return language_tokens(whisper)
+    lang_to_id = getattr(whisper.generation_config, "lang_to_id", None)
     if not lang_to_id:
-        raise UserError(f"{where} has no lang_to_id: not a multilingual Whisper checkpoint")
+        raise UserError("the model's generation_config has no lang_to_id: not a multilingual Whisper checkpoint")
     return {tok[2:-2]: int(i) for tok, i in lang_to_id.items()}
 
 
@@ -74,17 +66,10 @@ def _check_langs(langs: list[str], known: dict[str, int], where: str) -> None:
 # ------------------------------------------------------------------ LID embeddings (§IV-E)
 
 def _embedding_matrix(whisper) -> torch.Tensor:
-    """(vocab, d) decoder token embeddings; from a dir, read just that tensor from safetensors."""
+    """(vocab, d) decoder token embeddings; from a dir (single file or shards), read just that
+    tensor."""
     if isinstance(whisper, (str, Path)):
-        from safetensors import safe_open
-
-        path = Path(whisper) / "model.safetensors"
-        if not path.is_file():
-            raise UserError(f"{path} is missing: convert with `python -m zlora.bin.convert_whisper`")
-        with safe_open(str(path), framework="pt") as f:
-            if EMBED_KEY not in f.keys():
-                raise UserError(f"{path} has no {EMBED_KEY}: not a Whisper checkpoint")
-            return f.get_tensor(EMBED_KEY).float()
+        return read_tensor(whisper, EMBED_KEY).float()
     return whisper.get_decoder().embed_tokens.weight.detach().float()
 
 

@@ -448,17 +448,72 @@ def lid_section(lid: list[tuple[str, dict]], langs: list[str]) -> list[str]:
 
 def _provenance(runs: list[Run]) -> list[str]:
     parts = ["## How each row was produced", ""]
-    for run in sorted(runs, key=lambda r: (r.meta.test_set, r.meta.regime, r.meta.method, r.meta.seed or 0)):
-        m = run.meta
-        parts += [f"### {m.method} / {m.regime} / {m.test_set} / seed {m.seed}", "",
-                  f"- scores: `{run.path}`", f"- git revision: `{m.git or 'unknown'}`",
-                  f"- experiment: `{m.exp or 'unknown'}`", f"- config: `{m.config or 'unknown'}`"]
-        if m.commands:
-            parts += ["- commands:", "", "```sh", *m.commands, "```"]
-        else:
-            parts.append("- commands: unknown")
-        parts.append("")
+    for run in sorted(runs, key=lambda r: (r.meta.test_set, r.meta.regime, r.meta.method,
+                                           -1 if r.meta.seed is None else r.meta.seed)):
+        parts += _row_provenance(run)
     return parts
+
+
+def _row_provenance(run: Run) -> list[str]:
+    """One row's heading, files and commands: training and decoding as their dirs recorded them,
+    then the commands meta.json lists (the score command)."""
+    m = run.meta
+    seed = "" if m.seed is None else f" / seed {m.seed}"   # unknown seed: say nothing
+    steps = recorded_steps(run)
+    parts = [f"### {m.method} / {m.regime} / {m.test_set}{seed}", "",
+             f"- scores: `{run.path}`", f"- git revision: `{m.git or 'unknown'}`",
+             f"- experiment: `{m.exp or 'unknown'}`", *(f"- {what}: `{path}`" for what, path, _ in steps)]
+    if not any(what == "training config" for what, _, _ in steps):
+        parts.append(f"- training config: `{m.config or 'unknown'}`")
+    recorded = [cmd for _, _, cmd in steps]
+    commands = recorded + [c for c in m.commands if c not in recorded]
+    if commands:
+        parts += ["- commands:", "", "```sh", *commands, "```"]
+    else:
+        parts.append("- commands: unknown")
+    return parts + [""]
+
+
+def recorded_steps(run: Run) -> list[tuple[str, str, str]]:
+    """(what, config file, command) of the training and decoding that produced ``run``, in run
+    order, from what they recorded: the decode dir (the score dir's parent) holds decode.yaml,
+    which names the exp; an exp holds its resolved config.yaml, whose ``init_from`` names the
+    stage-1 exp. Each command reruns the step from its resolved config (a multi-GPU training ran
+    the same command under torchrun). Steps whose record is missing are left out."""
+    steps = []
+    decode_yaml = Path(run.path).parent / "decode.yaml"
+    decode = _yaml_or_none(decode_yaml)
+    exp = run.meta.exp or (decode or {}).get("exp")
+    chain, seen = [], set()
+    while isinstance(exp, str) and (cfg := _yaml_or_none(_exp_dir(exp) / "config.yaml")) is not None:
+        if str(_exp_dir(exp)) in seen:       # a config pointing at itself: stop, do not loop
+            break
+        seen.add(str(_exp_dir(exp)))
+        chain.append(_exp_dir(exp) / "config.yaml")
+        exp = cfg.get("init_from") if cfg.get("stage", 1) == 2 else None
+    for k, config in enumerate(reversed(chain)):
+        what = "training config" if k == len(chain) - 1 else "stage-1 training config"
+        steps.append((what, str(config), f"python -m zlora.bin.train --config {shlex.quote(str(config))}"))
+    if decode is not None:
+        steps.append(("decoding config", str(decode_yaml),
+                      f"python -m zlora.bin.decode --config {shlex.quote(str(decode_yaml))}"))
+    return steps
+
+
+def _exp_dir(path: str) -> Path:
+    """The exp dir of an ``init_from``/``exp`` path: the dir itself, or EXP of EXP/checkpoints/step-N."""
+    p = Path(path)
+    return p.parent.parent if p.parent.name == "checkpoints" else p
+
+
+def _yaml_or_none(path: Path) -> dict | None:
+    """A recorded YAML mapping, or None when it is absent or unreadable (provenance is best effort:
+    the scores stand without it)."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def write_results_md(runs: list[Run], opts: ReportOptions, out_path: str | os.PathLike) -> str:

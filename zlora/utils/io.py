@@ -72,9 +72,11 @@ def atomic_save_file(save_fn, path: str | os.PathLike) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, _umask_mode())
     try:
         _call_writer(save_fn, tmp, path)
+        # After the writer, not before: safetensors (and others) delete and recreate the file,
+        # which would bring back mkstemp's owner-only 0o600.
+        os.chmod(tmp, _umask_mode())
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

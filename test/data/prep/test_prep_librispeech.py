@@ -66,3 +66,20 @@ def test_unknown_split_lists_the_official_ones(tmp_path):
     (tmp_path / "LibriSpeech").mkdir()
     with pytest.raises(PrepError, match="train-clean-100"):
         prepare("librispeech", tmp_path, "en", "test-cleen", tmp_path / "out")
+
+
+def test_source_fingerprint_follows_the_chapter_transcripts(tmp_path_factory):
+    """The transcripts sit two levels below the split dir: an edited one must be noticed."""
+    import os
+
+    from zlora.data.prep import CORPORA
+    from zlora.data.prep.registry import NoOptions
+
+    root = tmp_path_factory.mktemp("ls_fp")
+    make_librispeech(root, "test-clean", {("121", "123852"): ["YES SIR"]})
+    spec = CORPORA.get("librispeech")
+    fp = spec.fingerprint(root, "en", "test-clean", NoOptions())
+    trans = root / "LibriSpeech/test-clean/121/123852/121-123852.trans.txt"
+    st = trans.stat()
+    os.utime(trans, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert spec.fingerprint(root, "en", "test-clean", NoOptions()) != fp

@@ -103,6 +103,32 @@ def test_rerun_skips_and_changes_rebuild(roots, tmp_path):
     assert not any(u.endswith("-rep2") for u in DataDir(tmp_path / "data/train").utts)
 
 
+def test_a_changed_corpus_is_converted_again_and_force_converts_anyway(tmp_path_factory, tmp_path):
+    """data/local/* is reused only while the corpus's transcripts are unchanged (size + mtime)."""
+    import os
+
+    r = tmp_path_factory.mktemp("corpus")
+    make_mls(r / "mls", "german", "de", "test", [("1_2_000001", "guten tag"), ("1_2_000002", "danke")], "flac")
+    plan = {"seed": 1, "out_dir": str(tmp_path / "data"), "work_dir": str(tmp_path / "data/local"),
+            "roots": {"mls": str(r / "mls")},
+            "sets": {"test_de": [{"corpus": "mls", "lang": "de", "split": "test"}]}}
+    run_plan(from_dict(DataPlan, plan))
+    prepared = tmp_path / "data/local/mls_de_test/prep.yaml"
+    stamp = prepared.stat().st_mtime_ns
+    run_plan(from_dict(DataPlan, plan))
+    assert prepared.stat().st_mtime_ns == stamp                       # unchanged corpus: reused
+    trans = r / "mls/mls_german/test/transcripts.txt"
+    trans.write_text(trans.read_text().replace("danke", "danke schön"))
+    run_plan(from_dict(DataPlan, plan))
+    assert read_kv(tmp_path / "data/local/mls_de_test/text")["1_2_000002"] == "danke schön"
+    assert read_kv(tmp_path / "data/test_de/text")["1_2_000002"] == "danke schön"   # and the set
+    stamp = prepared.stat().st_mtime_ns
+    os.utime(prepared, ns=(stamp - 10**9, stamp - 10**9))              # so a rewrite is visible
+    stamp = prepared.stat().st_mtime_ns
+    run_plan(from_dict(DataPlan, {**plan, "force": True}))
+    assert prepared.stat().st_mtime_ns != stamp                       # force: converted anyway
+
+
 def test_bad_plans_are_config_errors(roots, tmp_path):
     p = plan_dict(roots, tmp_path)
     p["sets"]["train"][1]["exclude_sets"] = ["test_all"]
@@ -116,6 +142,35 @@ def test_bad_plans_are_config_errors(roots, tmp_path):
     p["roots"]["mls"] = None
     with pytest.raises(ConfigError, match="roots.mls: not set"):
         run_plan(from_dict(DataPlan, p))
+
+
+def test_an_emptied_pool_names_the_exclusion_and_its_count(roots, tmp_path):
+    from zlora.data.prep.common import PrepError
+
+    p = plan_dict(roots, tmp_path)
+    del p["sets"]["test_cv_pt"][0]["hours"]                       # the test set takes all of pt
+    p["sets"]["train"][1]["exclude_splits"] = []
+    with pytest.raises(PrepError, match=rf"sets.train commonvoice/pt: nothing left after exclusions: "
+                                        rf"of the {len(PT)} utterances of split train, "
+                                        rf"exclude_sets test_cv_pt removed {len(PT)}$"):
+        run_plan(from_dict(DataPlan, p))
+
+
+def test_a_missing_root_hint_uses_the_callers_option_spelling(roots, tmp_path, capsys):
+    """A recipe with its own --mls DIR option passes --root_flag_prefix "": its users see --mls."""
+    from zlora.bin import prep_check
+
+    cfg = tmp_path / "plan.yaml"
+    cfg.write_text(yaml.safe_dump(plan_dict(roots, tmp_path)))
+    with pytest.raises(ConfigError, match=r"roots.mls: not set; the plan uses mls \(pass --roots.mls DIR"):
+        prep_plan.main(["--config", str(cfg), "--roots.mls", "null"])
+    with pytest.raises(ConfigError, match=r"roots.mls: not set; the plan uses mls \(pass --mls DIR"):
+        prep_plan.main(["--config", str(cfg), "--roots.mls", "null", "--root_flag_prefix", ""])
+    w = fake_model_dir(tmp_path / "whisper", {"model_type": "whisper", "num_mel_bins": 128})
+    q = fake_model_dir(tmp_path / "qwen", {"model_type": "qwen3"})
+    with pytest.raises(ConfigError, match=r"\(pass --mls DIR"):
+        prep_check.main(["--whisper_dir", str(w), "--llm_dir", str(q), "--plan", str(cfg),
+                         "--roots.mls", "null", "--root_flag_prefix", ""])
 
 
 def test_cli_and_subset_data_dir_sh(roots, tmp_path):
@@ -138,12 +193,73 @@ def test_cli_and_subset_data_dir_sh(roots, tmp_path):
     assert BUDGET_S <= got < BUDGET_S + max(DataDir(src).utt2dur.values())
 
 
-def fake_model_dir(d, config):
+def fake_model_dir(d, config, langs=("en", "de", "ar", "pt", "es")):
+    """config.json, a tokenizer and weights; a Whisper dir gets the decoder embeddings and the
+    language tokens that stage 3 (extract_lid) reads."""
+    import torch
+    from safetensors.torch import save_file
+
     d.mkdir()
     (d / "config.json").write_text(json.dumps(config))
-    (d / "model.safetensors").write_bytes(b"")
+    save_file({"model.decoder.embed_tokens.weight": torch.zeros(4, 2)}, str(d / "model.safetensors"))
     (d / "tokenizer.json").write_text("{}")
+    if config.get("model_type") == "whisper":
+        (d / "generation_config.json").write_text(json.dumps(
+            {"lang_to_id": {f"<|{x}|>": 2 + i for i, x in enumerate(langs)}}))
     return d
+
+
+def shard_whisper_dir(d):
+    """Re-save ``d``'s weights the way Whisper-large-v3 ships them: two shards and an index."""
+    import torch
+    from safetensors.torch import save_file
+
+    (d / "model.safetensors").unlink(missing_ok=True)
+    shards = {"model-00001-of-00002.safetensors": {"model.encoder.conv1.weight": torch.zeros(2)},
+              "model-00002-of-00002.safetensors": {"model.decoder.embed_tokens.weight": torch.zeros(4, 2)}}
+    for name, tensors in shards.items():
+        save_file(tensors, str(d / name))
+    (d / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {}, "weight_map": {k: name for name, t in shards.items() for k in t}}))
+
+
+def test_prep_check_takes_sharded_whisper_and_checks_what_stage3_needs(tmp_path, capsys):
+    from zlora.bin import prep_check
+    from zlora.utils.cli import UserError
+
+    w = fake_model_dir(tmp_path / "whisper", {"model_type": "whisper", "num_mel_bins": 128})
+    q = fake_model_dir(tmp_path / "qwen", {"model_type": "qwen3"})
+    args = ["--whisper_dir", str(w), "--llm_dir", str(q)]
+    shard_whisper_dir(w)
+    assert prep_check.main(args) == 0
+    assert "2 shard(s) + model.safetensors.index.json, 5 language tokens" in capsys.readouterr().out
+    (w / "model-00001-of-00002.safetensors").unlink()                 # an interrupted download
+    with pytest.raises(UserError, match=r"index.json names shard\(s\) that are not in .*model-00001-of-00002"):
+        prep_check.main(args)
+    shard_whisper_dir(w)
+    (w / "model-00002-of-00002.safetensors").write_bytes(b"\0" * 8)   # listed but corrupt
+    with pytest.raises(UserError, match=r"model-00002-of-00002.safetensors: not a readable safetensors"):
+        prep_check.main(args)
+    shard_whisper_dir(w)
+    (w / "generation_config.json").unlink()
+    with pytest.raises(UserError, match=r"generation_config.json is missing: .*language tokens.*whisper-large-v3"):
+        prep_check.main(args)
+    (w / "generation_config.json").write_text("{}")
+    with pytest.raises(UserError, match="has no lang_to_id"):
+        prep_check.main(args)
+
+
+def test_prep_check_wants_a_whisper_language_token_per_plan_language(roots, tmp_path):
+    from zlora.bin import prep_check
+    from zlora.utils.cli import UserError
+
+    w = fake_model_dir(tmp_path / "whisper", {"model_type": "whisper", "num_mel_bins": 128}, langs=("en", "de"))
+    q = fake_model_dir(tmp_path / "qwen", {"model_type": "qwen3"})
+    cfg = tmp_path / "plan.yaml"
+    cfg.write_text(yaml.safe_dump(plan_dict(roots, tmp_path)))        # ar, pt and de
+    with pytest.raises(UserError, match=r"generation_config.json has no language token for ar, pt "
+                                        r"\(the plan's languages: ar, de, pt\)"):
+        prep_check.main(["--whisper_dir", str(w), "--llm_dir", str(q), "--plan", str(cfg)])
 
 
 def test_prep_check_models_and_sources(roots, tmp_path, capsys):

@@ -33,10 +33,12 @@ def prepare(corpus: str, root: str | os.PathLike, lang: str, split: str, out: st
     root = Path(os.path.abspath(root))  # wav.scp must hold absolute paths (symlinks kept as given)
     if not root.exists():
         raise PrepError(f"{root}: {corpus} root does not exist")
+    # before reading: a transcript edited during the conversion makes the next run redo it
+    fingerprint = spec.fingerprint(root, lang, split, opts)
     found = spec.collect(root, lang, split, opts, skip_missing=skip_missing)
     provenance = {"corpus": corpus, "root": str(root), "lang": lang, "split": split,
                   "options": dict(sorted(options.items())), "skip_missing": skip_missing,
-                  "source": f"{corpus} {lang} {split} under {root}"}
+                  "source": f"{corpus} {lang} {split} under {root}", "source_fingerprint": fingerprint}
     return write_prepared(out, found, provenance)
 
 

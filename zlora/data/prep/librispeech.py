@@ -52,8 +52,13 @@ def locate(root: Path, lang: str, split: str, opts: NoOptions) -> Path:
     return split_dir(root, split)
 
 
+def sources(root: Path, lang: str, split: str, opts: NoOptions) -> list[Path]:
+    """The transcripts sit two levels down, one per chapter (<reader>/<chapter>/*.trans.txt)."""
+    return sorted(split_dir(root, split).glob("*/*/*.trans.txt"))
+
+
 @register_corpus("librispeech", layout="dir holding LibriSpeech/ (or LibriSpeech/ itself)",
-                 locate=locate, default_lang="en")
+                 locate=locate, default_lang="en", sources=sources)
 def collect(root: Path, lang: str, split: str, opts: NoOptions, skip_missing: bool = False) -> Collected:
     """All utterances of one LibriSpeech split (``lang`` must be en)."""
     if lang != "en":

@@ -14,14 +14,16 @@ A plan (YAML, typed by :class:`DataPlan`) names data sets; each set is a list of
         - {corpus: commonvoice, lang: pt, split: train, hours: 1, exclude_sets: [test_cv_pt]}
 
 ``roots`` maps registered corpus names (zlora.data.prep.CORPORA) to their roots (``null``: not
-given; ``--roots.<corpus> DIR`` sets one); a source's ``options`` are checked against its corpus's
+given; ``--roots.<corpus> DIR`` sets one; ``root_flag_prefix`` is how a missing root's message
+spells that option); a source's ``options`` are checked against its corpus's
 options dataclass (e.g. ``{release: opus}`` for mls). ``unions`` name sets built last as the union
 of earlier sets (one multilingual test set per results table, so each table is one decode and one
 score).
 
 Running it (:func:`run_plan`, ``python -m zlora.bin.prep_plan --config plan.yaml``):
 1. every (corpus, lang, split) a set needs is converted once into ``work_dir/<corpus>_<lang>_<split>``
-   (zlora.data.prep.prepare; skipped when its prep.yaml matches);
+   (zlora.data.prep.prepare; skipped when its prep.yaml matches, including the fingerprint of the
+   corpus's transcript files, so an edited corpus is converted again; ``force`` converts anyway);
 2. each set, in file order, is built into ``out_dir/<set>``: per source, the pool is the union of
    its splits minus utterances whose corpus id is in ``exclude_splits`` (same corpus and language)
    or in the earlier sets of ``exclude_sets`` (same language); then ``utt_list`` (exact ids, corpus
@@ -97,7 +99,10 @@ class DataPlan:
     work_dir: str = "data/local"
     skip_missing: bool = False          # skip utterances whose audio file is missing (counted)
     check_audio: bool = False           # decode every recording when validating (slow on real data)
-    force: bool = False                 # rebuild sets even when their record matches
+    force: bool = False                 # convert the corpora again and rebuild the sets, even when current
+    # a missing root's hint names the option --<root_flag_prefix><corpus>: a recipe with its own
+    # --<corpus> DIR options passes "" so the hint shows the spelling its users type
+    root_flag_prefix: str = "roots."
 
     def __post_init__(self):
         unknown = [c for c in self.roots if c not in CORPORA]
@@ -134,38 +139,74 @@ def prepared_dir(plan: DataPlan, corpus: str, lang: str, split: str, options: di
 def corpus_root(plan: DataPlan, corpus: str) -> Path:
     root = plan.roots.get(corpus)
     if not root:
-        raise ConfigError(f"roots.{corpus}: not set; the plan uses {corpus} (pass --roots.{corpus} DIR: "
-                          f"{CORPORA.get(corpus).layout})")
+        raise ConfigError(f"roots.{corpus}: not set; the plan uses {corpus} (pass "
+                          f"--{plan.root_flag_prefix}{corpus} DIR: {CORPORA.get(corpus).layout})")
     return Path(root)
 
 
 def ensure_prepared(plan: DataPlan, corpus: str, lang: str, split: str, options: dict) -> Path:
-    """Convert (corpus, lang, split) unless an identical conversion is already there."""
+    """Convert (corpus, lang, split) unless an identical conversion of the same source files (their
+    fingerprint: size and mtime of the transcripts, CorpusSpec.fingerprint) is already there."""
     out = prepared_dir(plan, corpus, lang, split, options)
     root = corpus_root(plan, corpus)
+    spec = CORPORA.get(corpus)
     old = read_provenance(out)
+    # a root that is gone: no fingerprint, so prepare() runs and says the root does not exist
+    fingerprint = (spec.fingerprint(root, lang, split, spec.parse_options(options, "options"))
+                   if root.exists() else None)
     want = {"corpus": corpus, "root": os.path.abspath(root), "lang": lang, "split": split,
-            "options": dict(sorted(options.items())), "skip_missing": plan.skip_missing}
-    if old is not None and all(old.get(k) == v for k, v in want.items()):
+            "options": dict(sorted(options.items())), "skip_missing": plan.skip_missing,
+            "source_fingerprint": fingerprint}
+    changed = [k for k, v in want.items() if (old or {}).get(k) != v]
+    if old is not None and not changed:
         log.info("%s: already prepared", out)
         return out
+    if old is not None:
+        log.info("%s: converting again: %s changed since it was prepared", out, ", ".join(changed))
     prepare(corpus, root, lang, split, out, skip_missing=plan.skip_missing, **options)
+    return out
+
+
+def plan_splits(plan: DataPlan) -> list[tuple[str, str, str, dict]]:
+    """Every (corpus, lang, split, options) the plan reads, once each, in plan order."""
+    seen, out = set(), []
+    for sources in plan.sets.values():
+        for src in sources:
+            for split in [*src.splits, *src.exclude_splits]:
+                key = (src.corpus, src.lang, split, tuple(sorted(src.options.items())))
+                if key not in seen:
+                    seen.add(key)
+                    out.append((src.corpus, src.lang, split, src.options))
     return out
 
 
 # ---------------------------------------------------------------------------------------------
 # step 2: select and combine
 
-def excluded_corpus_ids(plan: DataPlan, src: SourceSpec) -> set[str]:
-    """Corpus ids ``src`` must not use: its exclude_splits and its exclude_sets (same language)."""
-    out: set[str] = set()
+def exclusions(plan: DataPlan, src: SourceSpec) -> dict[str, set[str]]:
+    """Corpus ids ``src`` must not use, per exclusion ("exclude_splits dev", "exclude_sets
+    test_cv_pt", ...): its exclude_splits and its exclude_sets (same language)."""
+    out: dict[str, set[str]] = {}
     for split in src.exclude_splits:
-        out |= set(corpus_id_index(ensure_prepared(plan, src.corpus, src.lang, split, src.options)))
+        d = ensure_prepared(plan, src.corpus, src.lang, split, src.options)
+        out[f"exclude_splits {split}"] = set(corpus_id_index(d))
     for name in src.exclude_sets:
         d = Path(plan.out_dir) / name
         langs = DataDir(d).utt2lang
-        out |= {c for c, utts in corpus_id_index(d).items() if any(langs[u] == src.lang for u in utts)}
+        out[f"exclude_sets {name}"] = {c for c, utts in corpus_id_index(d).items()
+                                       if any(langs[u] == src.lang for u in utts)}
     return out
+
+
+def empty_pool_reason(src: SourceSpec, cid: dict[str, str], excl: dict[str, set[str]]) -> str:
+    """Why the pool of ``src`` is empty: the splits held nothing, or which exclusion removed how
+    many of their utterances (one utterance may fall under several)."""
+    splits = "+".join(src.splits)
+    if not cid:
+        return f"split {splits} holds no utterances"
+    removed = [f"{label} removed {n}" for label, ids in excl.items()
+               if (n := sum(c in ids for c in cid.values()))]
+    return f"of the {len(cid)} utterances of split {splits}, " + ", ".join(removed)
 
 
 def select(plan: DataPlan, set_name: str, src: SourceSpec, dirs: list[Path]) -> list[str]:
@@ -176,12 +217,13 @@ def select(plan: DataPlan, set_name: str, src: SourceSpec, dirs: list[Path]) -> 
     # utt2dur of every prepared dir (header reads, cached in the dir): the hour draw needs it, and
     # with it every set reports its hours
     durs = {u: t for d in dirs for u, t in durations(DataDir(d)).items()}
-    excl_cids = excluded_corpus_ids(plan, src)
+    excl = exclusions(plan, src)
+    excl_cids = set().union(*excl.values())
     excluded = {u for u, c in cid.items() if c in excl_cids}
     pool = sorted(u for d in dirs for u in DataDir(d).utts if u not in excluded)
     what = f"sets.{set_name} {src.corpus}/{src.lang}"
     if not pool:
-        raise PrepError(f"{what}: nothing left after exclusions")
+        raise PrepError(f"{what}: nothing left after exclusions: {empty_pool_reason(src, cid, excl)}")
     if src.utt_list is not None:
         by_corpus: dict[str, list[str]] = {}
         for u, c in cid.items():
@@ -312,7 +354,14 @@ def build_union(plan: DataPlan, name: str, members: list[str]) -> dict:
 
 
 def run_plan(plan: DataPlan) -> dict[str, dict]:
-    """Build every set, then every union, in order; returns {name: {lang: {utterances, hours}}}."""
+    """Build every set, then every union, in order; returns {name: {lang: {utterances, hours}}}.
+    ``force``: every corpus split the plan reads is converted again first (once each; the sets
+    that follow then find them current), and every set rebuilt."""
+    if plan.force:
+        for corpus, lang, split, options in plan_splits(plan):
+            prepare(corpus, corpus_root(plan, corpus), lang, split,
+                    prepared_dir(plan, corpus, lang, split, options), skip_missing=plan.skip_missing,
+                    **options)
     out = {name: build_set(plan, name, sources) for name, sources in plan.sets.items()}
     out.update({name: build_union(plan, name, members) for name, members in plan.unions.items()})
     return out
@@ -328,14 +377,8 @@ def locate_source(corpus: str, root: Path, lang: str, split: str, options: dict)
 def check_sources(plan: DataPlan) -> list[str]:
     """One line per (corpus, lang, split) the plan reads, naming where it was found; raises on the
     first one that is missing."""
-    seen, lines = set(), []
-    for sources in plan.sets.values():
-        for src in sources:
-            for split in [*src.splits, *src.exclude_splits]:
-                key = (src.corpus, src.lang, split, tuple(sorted(src.options.items())))
-                if key not in seen:
-                    seen.add(key)
-                    where = locate_source(src.corpus, corpus_root(plan, src.corpus), src.lang, split,
-                                          src.options)
-                    lines.append(f"{src.corpus} {src.lang} {split}: {where}")
+    lines = []
+    for corpus, lang, split, options in plan_splits(plan):
+        where = locate_source(corpus, corpus_root(plan, corpus), lang, split, options)
+        lines.append(f"{corpus} {lang} {split}: {where}")
     return lines
