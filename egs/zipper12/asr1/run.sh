@@ -8,13 +8,13 @@ set -euo pipefail
 
 log() { echo "$(basename "$0") $(date '+%Y-%m-%d %H:%M:%S') $*" >&2; }
 
-stage=0
-stop_stage=8
+stage=0                    # first stage to run (0-8)
+stop_stage=8               # last stage to run
 variant=lite_1h            # lite_1h | lite_30h: 1 or 30 h per low-resource language (Table VI, Fig. 6)
 plan=                      # data plan (default: conf/data/$variant.yaml); its unions name the test sets
 hours_scale=1              # multiplies every hours budget of the plan (a pilot run: 0.01)
 regimes="chunked full"     # encoder regimes (§IV-F): chunked and non-chunked ("full")
-methods="lora independent flylora zipper-static zipper-hard zipper-soft zipper-soft-initb"
+methods="lora independent flylora zipper-static zipper-hard zipper-soft zipper-soft-initb"  # conf/stage2/<method>_<regime>.yaml
 baseline=lora              # method of the relative change (RESULTS, Fig. 6); none if not in --methods
 # pretrained models: local Hugging Face dirs (no model hub access)
 whisper_dir=               # Whisper-large-v3 (128 mels)
@@ -30,9 +30,9 @@ cmd=local                  # local | slurm: where stages 1-3, 6, 7 run their job
 sbatch_opts=               # --cmd slurm: extra sbatch options, e.g. "--partition gpu --gres gpu:1"
 ngpu=4                     # GPUs per node (§V-B: 4 x A800 80 GB)
 nnodes=1                   # multi-node: run stages 4-5 on every node with its --node_rank
-node_rank=0
+node_rank=0                # this node: 0 .. nnodes-1
 rdzv_id=zipper12           # prefix: every torchrun job gets its own id, <prefix>-<job> (same on all nodes)
-rdzv_backend=c10d
+rdzv_backend=c10d          # torchrun rendezvous backend
 rdzv_endpoint=localhost:29400   # multi-node: host:port of node 0, reachable from every node
 nj=32                      # CPU processes of each data set's audio shards
 shard_jobs=1               # data sets sharded at once (slurm: array tasks at once)
@@ -43,6 +43,7 @@ decode_opts=               # extra "--key value" overrides for every decoding (e
 help_message="Usage: $0 [--stage N] [--stop_stage N] [--variant lite_1h|lite_30h] --whisper_dir DIR --llm_dir DIR --<corpus> DIR ..."
 . ./path.sh
 . utils/parse_options.sh
+[[ "$cmd" == local || "$cmd" == slurm ]] || { log "--cmd $cmd: expected local or slurm"; exit 1; }  # before training
 
 [ -n "$plan" ] || plan="conf/data/${variant}.yaml"
 sft_train=train_sft_${variant} lid=exp/lid/lid.safetensors

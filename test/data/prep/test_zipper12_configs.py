@@ -170,6 +170,9 @@ def test_run_sh_options(tmp_path):
     assert none.returncode != 0 and "--stage 9 is after --stop_stage 8: no stage would run" in none.stderr, none.stderr
     bad = subprocess.run(["bash", "run.sh", "--no_such_option", "1"], cwd=RECIPE, capture_output=True, text=True)
     assert bad.returncode != 0 and "no_such_option" in bad.stderr
+    # a bad --cmd stops before any stage (else it would surface after days of training)
+    cmd = subprocess.run(["bash", "run.sh", "--cmd", "sge", "--stage", "6"], cwd=RECIPE, capture_output=True, text=True)
+    assert cmd.returncode != 0 and "--cmd sge: expected local or slurm" in cmd.stderr and "stage 6" not in cmd.stderr
     assert yaml.safe_load((RECIPE / "conf/data/lite_1h.yaml").read_text())["seed"] == 1
 
 
