@@ -10,7 +10,10 @@
 #                      else "invalid option" and exit 1. "--name=value" is rejected, as in Kaldi.
 #   --config FILE      sources FILE (bash assignments) before any other option, wherever it appears;
 #                      the options on the command line then override it.
-#   --help | -h        prints $help_message (if set) and exits 0.
+#   --help | -h        prints $help_message (if set), then the script's option block, and exits 0:
+#                      every top-level "name=default  # comment" line from the first one up to
+#                      help_message= (or the line sourcing this file), as "--name default  # comment",
+#                      and the comment lines among them, so the help is the defaults' own comments.
 #   The first argument that does not start with "--" (or a lone "--") ends the options.
 # Unlike Kaldi's version, values are assigned with printf -v, never with eval: a value such as
 # '$(rm -rf x)' or a path with spaces is stored verbatim and never executed or word-split.
@@ -21,6 +24,14 @@
 #     come after stop_stage (no stage would run).
 
 __po_die() { echo "$0: $*" >&2; exit 1; }
+
+__po_options_help() {  # $1: the script; its option block as "--name default  # comment" lines
+  [ -r "$1" ] || return 0
+  echo "Options (default, then what it is; --config FILE sets them from a file):"
+  awk '/^help_message=/ || /parse_options\.sh/ { exit }
+       /^[A-Za-z_][A-Za-z0-9_]*=/ { on = 1; sub(/=/, " "); print "  --" $0; next }
+       on && /^[[:space:]]*#/ { sub(/^[[:space:]]*/, ""); print "  " $0 }' "$1"
+}
 
 # Variables bash defines itself (IFS, BASHOPTS, PPID, ...), listed by a clean bash: never options.
 __po_bash_vars=" $(env -i "$BASH" --norc --noprofile -c 'compgen -v' 2>/dev/null | tr '\n' ' ') "
@@ -51,7 +62,7 @@ done
 while [ $# -gt 0 ]; do
   case "$1" in
     --help|-h)
-      if [ -n "${help_message:-}" ]; then printf '%s\n' "$help_message" >&2; else echo "No help found." >&2; fi
+      { [ -z "${help_message:-}" ] || printf '%s\n' "$help_message"; __po_options_help "$0"; } >&2
       exit 0 ;;
     --) shift; break ;;
     --*=*) __po_die "options must be of the form --name value, got '$1'" ;;

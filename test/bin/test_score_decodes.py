@@ -43,18 +43,19 @@ def recipe(tmp_path, monkeypatch):
                        lang=LanguageConfig(mode="whisper_lid", router_input="mixture", feats="dump/test/feats.scp"))]
 
 
-def test_labels_seeds_and_the_recorded_command(recipe):
+def test_labels_seeds_and_the_recorded_command(recipe, capsys):
     assert score_decodes.main(recipe) == 0
+    assert "deprecated" not in capsys.readouterr().err      # score's own spelling: --out, not --outdir
     metas = [json.loads((Path(d) / "score" / "meta.json").read_text()) for d in recipe]
     assert [m["method"] for m in metas] == ["Foundation (stage 1)", "Zipper-LoRA-Soft",
                                             "Zipper-LoRA-Soft (LID: Whisper, mixture)"]
     assert [m["seed"] for m in metas] == [0, 3, 3]
     assert {m["test_set"] for m in metas} == {"test"} and {m["regime"] for m in metas} == {"full"}
     assert metas[1]["exp"] == "exp/stage2/zs_seed3" and metas[1]["config"] == "exp/stage2/zs_seed3/config.yaml"
-    # what run.sh's stage 7 ran before, word for word: the row can be rescored by pasting it
+    # the zlora.bin.score command, word for word: the row can be rescored by pasting it
     assert metas[1]["commands"] == [shlex.join([
         "python", "-m", "zlora.bin.score", "--ref", "data/test/text", "--hyp", "exp/stage2/zs_seed3/decode_test/text",
-        "--utt2lang", "data/test/utt2lang", "--outdir", "exp/stage2/zs_seed3/decode_test/score",
+        "--utt2lang", "data/test/utt2lang", "--out", "exp/stage2/zs_seed3/decode_test/score",
         "--method", "Zipper-LoRA-Soft", "--regime", "full", "--seed", "3", "--test_set", "test",
         "--exp", "exp/stage2/zs_seed3"])]
     rates = [json.loads((Path(d) / "score" / "result.json").read_text()) for d in recipe]

@@ -115,6 +115,31 @@ def test_relative_change_values(runs):
     assert ch["Avg"] == pytest.approx(100 * (13.75 - 16) / 16)
 
 
+def test_baseline_given_as_an_exp_dir_is_its_runs_label(runs, tmp_path):
+    """--baseline EXP (a training run's dir) means that run's row label, so a recipe names its
+    baseline by run; a run never made is a label not among the runs: noted, no relative change,
+    and Fig. 6 refuses it by name."""
+    import yaml
+
+    from zlora.bin import plot as plot_cli
+
+    tmp, dirs = runs
+    exp = tmp_path / "exp" / "stage2_full_lora"
+    exp.mkdir(parents=True)
+    (exp / "config.yaml").write_text(yaml.safe_dump({"stage": 2, "adapter": {"kind": "lora"}}))
+    out = tmp / "R.md"
+    report_cli.main(["--out", str(out), "--baseline", str(exp), *dirs])
+    assert "Relative change vs Vanilla-LoRA (%)" in out.read_text()
+    plot_cli.main(["relchange", "--regime", "full", "--out", str(tmp / "f6.png"), "--baseline", str(exp), *dirs])
+    assert (tmp / "f6.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    never_run = str(tmp_path / "exp" / "stage2_full_flylora")
+    report_cli.main(["--out", str(out), "--baseline", never_run, *dirs])
+    text = out.read_text()
+    assert "Relative change vs" not in text and f"(baseline {never_run!r} not among these runs" in text
+    with pytest.raises(UserError, match="stage2_full_flylora' not among the methods"):
+        plot_cli.main(["relchange", "--regime", "full", "--out", str(tmp / "f6b.png"), "--baseline", never_run, *dirs])
+
+
 def test_missing_language_gives_dash_and_no_average(tmp_path):
     dirs = [make_run(tmp_path, "a", "A", "full", 0, {"en": 10, "fr": 20}),
             make_run(tmp_path, "b", "B", "full", 0, {"en": 10})]

@@ -94,6 +94,33 @@ def test_parse_options_never_evaluates_values(opts, root):
     assert not list(root.glob("pwned*"))
 
 
+def test_parse_options_help_lists_the_option_block(opts, root):
+    """--help prints every option of the block with its default and comment (comment lines kept),
+    exit 0, and nothing after the block (the lines sourcing parse_options.sh)."""
+    script = root / "my script.sh"
+    script.write_text(SCRIPT.format(repo=REPO).replace("nj=1\n", "# compute\nnj=1           # jobs at once\n"))
+    r = opts("--help")
+    assert r.returncode == 0 and r.stdout == ""
+    got = r.stderr.splitlines()
+    assert got[1:] == ["  --stage 0", "  --use_gpu false", '  --out_dir "default dir"', "  # compute",
+                       "  --nj 1           # jobs at once"], r.stderr
+    assert got[0].startswith("Options")
+
+
+def test_recipes_help_lists_every_option():
+    """Every egs recipe's --help names each of its options and carries each option's comment."""
+    import re
+
+    for run_sh in sorted(REPO.glob("egs/*/*/run.sh")):
+        text = run_sh.read_text()
+        block = text[:text.index("help_message=")]
+        r = subprocess.run(["bash", "run.sh", "--help"], cwd=run_sh.parent, capture_output=True, text=True)
+        assert r.returncode == 0, (run_sh, r.stderr)
+        for name, comment in re.findall(r"^([a-z_][a-z0-9_]*)=[^#\n]*(#.*)?$", block, re.M):
+            assert f"  --{name} " in r.stderr + " ", (run_sh, name)
+            assert comment.strip() in r.stderr, (run_sh, name)
+
+
 # ---- validate / get_utt2dur --------------------------------------------------------------------
 
 def test_validate_valid_and_invalid(root):

@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 from zlora.scoring import plots
-from zlora.scoring.report import group_runs, load_run, mean_rates
+from zlora.scoring.report import baseline_label, group_runs, load_run, mean_rates
 from zlora.scoring.textio import read_utt2lang
 from zlora.utils.cli import ArgumentParser, UserError, run_main
 
@@ -34,7 +34,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         s.add_argument("--regime", choices=["chunked", "full", "unspecified"],
                        help="only runs of this encoder regime (default: all)")
         s.add_argument("--test_set", help="only runs scored on this test set (default: all)")
-        s.add_argument("--baseline", default="Vanilla-LoRA", help="method the relative change is against")
+        s.add_argument("--baseline", default="Vanilla-LoRA",
+                       help="row label the relative change is against, or a training exp dir standing for its label")
         s.add_argument("runs", nargs="+", help="score dirs (with meta.json) or NAME=DIR")
         s.add_alias("--langs", "--languages")
     s = sub.add_parser("lid", help="Fig. 7: LID-embedding cosine heatmap")
@@ -83,7 +84,7 @@ def draw_scores(args: argparse.Namespace) -> None:
     if args.figure == "radar":
         plots.radar_chart(means, langs, args.out, title=args.title)
     else:
-        plots.relative_change_bars(means, args.baseline, langs, args.out, title=args.title)
+        plots.relative_change_bars(means, baseline_label(args.baseline), langs, args.out, title=args.title)
 
 
 def draw_lid(args: argparse.Namespace) -> None:

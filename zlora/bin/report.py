@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from zlora.scoring.report import ReportOptions, Run, load_lid, load_run, write_results_md
+from zlora.scoring.report import ReportOptions, Run, baseline_label, load_lid, load_run, write_results_md
 from zlora.utils.cli import ArgumentParser, UserError, run_main
 from zlora.utils.log import get_logger, setup_logging
 
@@ -26,7 +26,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="RESULTS.md to write")
     p.add_argument("--high", default="", help="comma-separated high-resource languages (table order)")
     p.add_argument("--low", default="", help="comma-separated low-resource languages (table order)")
-    p.add_argument("--baseline", default="Vanilla-LoRA", help="method for the relative change ('' for none)")
+    p.add_argument("--baseline", default="Vanilla-LoRA", help="row label of the relative change's baseline, or a training exp dir standing for "
+                        "its label ('' for none)")
     p.add_argument("--title", default="Results", help="heading of RESULTS.md")
     p.add_argument("--figures", help="also write Fig. 5/6 PNGs into this dir and link them")
     p.add_argument("--lid", action="append", default=[], metavar="LABEL=LID_JSON",
@@ -49,7 +50,7 @@ def main(argv: list[str]) -> int:
         raise UserError(f"--high and --low share {sorted(overlap)}")
     runs = [load_run(arg) for arg in args.runs]
     lid = [load_lid(a) for a in args.lid] + (lid_rows(runs) if args.lid_from_decodes else [])
-    opts = ReportOptions(groups=groups, baseline=args.baseline or None, title=args.title,
+    opts = ReportOptions(groups=groups, baseline=baseline_label(args.baseline) or None, title=args.title,
                          figures_dir=args.figures, lid=lid)
     write_results_md(runs, opts, args.out)
     log.info("wrote %s from %d runs", args.out, len(runs))

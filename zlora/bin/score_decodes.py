@@ -4,7 +4,7 @@
 
 A decode dir written by ``zlora.bin.decode`` holds ``decode.yaml``: the model (``exp``), the data
 dir and the language mode. For each dir this runs exactly ``python -m zlora.bin.score --ref
-DATA/text --hyp DIR/text --utt2lang DATA/utt2lang --outdir DIR/score --method LABEL --regime
+DATA/text --hyp DIR/text --utt2lang DATA/utt2lang --out DIR/score --method LABEL --regime
 REGIME --seed SEED --test_set SET --exp EXP`` (that command is what ``meta.json`` records), where
 
 * LABEL is ``zlora.scoring.report.decode_label`` of EXP/config.yaml and the decode's language
@@ -44,7 +44,7 @@ def score_argv(decode_dir: str, regime: str) -> list[str]:
     label = decode_label(cfg, lang.get("mode", "known"), lang.get("router_input", "hard"))
     data = dec["data"].rstrip("/")
     return ["--ref", f"{data}/text", "--hyp", f"{decode_dir}/text", "--utt2lang", f"{data}/utt2lang",
-            "--outdir", f"{decode_dir}/score", "--method", label, "--regime", regime,
+            "--out", f"{decode_dir}/score", "--method", label, "--regime", regime,
             "--seed", str(cfg.get("seed", 0)), "--test_set", Path(data).name, "--exp", dec["exp"]]
 
 

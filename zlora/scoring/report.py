@@ -203,6 +203,16 @@ def exp_config(exp: str | os.PathLike) -> dict:
     return read_yaml_dict(Path(exp) / "config.yaml", "resolved training config")
 
 
+def baseline_label(arg: str | None) -> str | None:
+    """A --baseline value as a row label: a training exp dir (holding config.yaml) stands for its
+    ``method_label``, so a recipe names its baseline by run, never through a method -> label table;
+    anything else is taken as the label itself (a run never made is then a baseline "not among
+    these runs", which the report notes and Fig. 6 refuses)."""
+    if arg and (Path(arg) / "config.yaml").is_file():
+        return method_label(exp_config(arg))
+    return arg
+
+
 # ----------------------------------------------------------------------------- loading
 
 def load_run(arg: str) -> Run:

@@ -1,4 +1,5 @@
-"""Fake corpora in their official on-disk layouts, with speech from espeak-ng, for the prep tests.
+"""Fake corpora in their official on-disk layouts, with speech from espeak-ng, for the prep tests;
+and tiny stand-ins of the zipper12 recipe's pretrained model dirs (``make_standins``).
 
 Each builder writes the corpus's real file layout and audio format (FLAC, OGG/Opus, MP3, WAV) and
 returns what a correct converter must produce, so tests compare against independent expectations.
@@ -120,3 +121,40 @@ def make_wenetspeech(root: Path, audios: list[tuple[str, list[tuple[str, list[st
             "version": "v1.0", "audios": items}
     (root / "WenetSpeech.json").write_text(json.dumps(meta, ensure_ascii=False, indent=1), encoding="utf-8")
     return want
+
+
+ZIPPER12_LANGS = ["de", "es", "fr", "ru", "vi", "it", "en", "th", "ar", "ja", "ko", "pt", "zh"]
+
+
+def make_standins(root: Path) -> Path:
+    """Tiny Whisper (128 mels; a generation config whose lang_to_id covers the zipper12 languages,
+    for LID extraction) and Qwen3 + byte-level BPE tokenizer, saved like the real dirs:
+    root/whisper and root/qwen3."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import (GenerationConfig, PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM,
+                              WhisperConfig, WhisperForConditionalGeneration)
+
+    torch.manual_seed(0)
+    WhisperForConditionalGeneration(WhisperConfig(
+        num_mel_bins=128, d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_source_positions=1500,
+        max_target_positions=64, vocab_size=128, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+        decoder_start_token_id=3)).save_pretrained(root / "whisper")
+    GenerationConfig(decoder_start_token_id=3, lang_to_id={f"<|{lang}|>": 10 + i for i, lang in enumerate(ZIPPER12_LANGS)}
+                     ).save_pretrained(root / "whisper")
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(["hello world", "guten tag", "привет", "สวัสดี", "你好", "مرحبا", "こんにちは"],
+                            trainers.BpeTrainer(vocab_size=320, special_tokens=["<|endoftext|>"],
+                                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    tok.save_pretrained(root / "qwen3")
+    Qwen3ForCausalLM(Qwen3Config(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        # two KV heads: k/v_proj are 32 wide, as wide as the recipes' LLM-LoRA rank (rank <= width)
+        num_attention_heads=2, num_key_value_heads=2, head_dim=16, max_position_embeddings=4096,
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, tie_word_embeddings=True)
+    ).save_pretrained(root / "qwen3")
+    return root

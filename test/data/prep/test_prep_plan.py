@@ -129,6 +129,31 @@ def test_a_changed_corpus_is_converted_again_and_force_converts_anyway(tmp_path_
     assert prepared.stat().st_mtime_ns != stamp                       # force: converted anyway
 
 
+def test_hours_scale_scales_every_budget_and_rebuilds(roots, tmp_path):
+    """hours_scale (pilot runs) multiplies each hours budget: the draw equals the plan's draw at the
+    scaled budget, sources without hours stay whole, and a rescaled plan rebuilds the set."""
+    plan = plan_dict(roots, tmp_path / "scaled")
+    plan["hours_scale"] = 0.5
+    run_plan(from_dict(DataPlan, plan))
+    same = plan_dict(roots, tmp_path / "direct")
+    same["sets"]["train"][0]["hours"] = BUDGET_S / 2 / 3600
+    same["sets"]["test_cv_pt"][0]["hours"] = 1.5 / 3600
+    run_plan(from_dict(DataPlan, same))
+    for name in ("train", "test_cv_pt"):
+        assert DataDir(tmp_path / "scaled/data" / name).utts == DataDir(tmp_path / "direct/data" / name).utts
+    ar = hours_by_lang(tmp_path / "scaled/data/train")["ar"]
+    assert BUDGET_S / 2 <= ar < BUDGET_S                    # half the budget, not the whole one
+    assert hours_by_lang(tmp_path / "scaled/data/train")["de"] > 0   # no hours: all of it
+    text = tmp_path / "scaled/data/train/text"
+    before = text.read_text()
+    plan["hours_scale"] = 1.0
+    run_plan(from_dict(DataPlan, plan))
+    assert text.read_text() != before                       # the record saw the new scale
+    plan["hours_scale"] = 0
+    with pytest.raises(ConfigError, match="hours_scale must be > 0"):
+        from_dict(DataPlan, plan)
+
+
 def test_bad_plans_are_config_errors(roots, tmp_path):
     p = plan_dict(roots, tmp_path)
     p["sets"]["train"][1]["exclude_sets"] = ["test_all"]

@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+from prep_testlib import make_standins
 from zlora.config import from_dict, read_yaml
 from zlora.data.prep.plan import DataPlan
 from zlora.train.config import load_train_config
@@ -32,31 +33,7 @@ def config_files():
 @pytest.fixture(scope="module")
 def standins(tmp_path_factory):
     """Tiny Whisper (128 mels) and Qwen3 + byte-level BPE tokenizer, saved like the real dirs."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import (PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM, WhisperConfig,
-                              WhisperForConditionalGeneration)
-
-    root = tmp_path_factory.mktemp("standins")
-    torch.manual_seed(0)
-    WhisperForConditionalGeneration(WhisperConfig(
-        num_mel_bins=128, d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=2,
-        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_source_positions=1500,
-        max_target_positions=64, vocab_size=128, pad_token_id=0, bos_token_id=1, eos_token_id=2,
-        decoder_start_token_id=3)).save_pretrained(root / "whisper")
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(["hello world", "guten tag", "привет", "สวัสดี", "你好", "مرحبا", "こんにちは"],
-                            trainers.BpeTrainer(vocab_size=320, special_tokens=["<|endoftext|>"],
-                                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
-    tok.save_pretrained(root / "qwen3")
-    Qwen3ForCausalLM(Qwen3Config(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        # two KV heads: k/v_proj are 32 wide, as wide as the recipes' LLM-LoRA rank (rank <= width)
-        num_attention_heads=2, num_key_value_heads=2, head_dim=16, max_position_embeddings=4096,
-        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, tie_word_embeddings=True)
-    ).save_pretrained(root / "qwen3")
+    root = make_standins(tmp_path_factory.mktemp("standins"))
     from safetensors.torch import save_file
     save_file({lang: torch.randn(32) for lang in [*TARGETS, "zh"]}, str(root / "lid.safetensors"))
     return root
@@ -193,34 +170,72 @@ def test_run_sh_options(tmp_path):
     assert none.returncode != 0 and "--stage 9 is after --stop_stage 8: no stage would run" in none.stderr, none.stderr
     bad = subprocess.run(["bash", "run.sh", "--no_such_option", "1"], cwd=RECIPE, capture_output=True, text=True)
     assert bad.returncode != 0 and "no_such_option" in bad.stderr
+    # a bad --cmd stops before any stage (else it would surface after days of training)
+    cmd = subprocess.run(["bash", "run.sh", "--cmd", "sge", "--stage", "6"], cwd=RECIPE, capture_output=True, text=True)
+    assert cmd.returncode != 0 and "--cmd sge: expected local or slurm" in cmd.stderr and "stage 6" not in cmd.stderr
     assert yaml.safe_load((RECIPE / "conf/data/lite_1h.yaml").read_text())["seed"] == 1
+
+
+def commands(call: str) -> list[str]:
+    """A logged call as the commands it runs: a zlora.bin.chain call split at its ``---``, each
+    command as "python|-m|VERB|ARGS|" (the chain's own options kept apart: ``chain_opts``)."""
+    fields = call.strip("|").split("|")
+    if fields[:3] != ["python", "-m", "zlora.bin.chain"]:
+        return [call]
+    args, out, cur = fields[3:], [], []
+    while args and args[0].startswith("--") and args[0] != "---":   # the chain's options and values
+        args = args[2:]
+    for a in args + ["---"]:
+        if a == "---":
+            if cur:
+                out.append("python|-m|" + "|".join(cur) + "|")
+            cur = []
+        else:
+            cur.append(a)
+    return out
+
+
+def chain_opts(call: str) -> str:
+    fields = call.strip("|").split("|")[3:]
+    opts = []
+    while fields and fields[0].startswith("--") and fields[0] != "---":
+        opts += fields[:2]
+        fields = fields[2:]
+    return "|" + "|".join(opts) + "|"
+
+
+def fake_run(tmp_path, *args):
+    """run.sh with `python` and `torchrun` replaced by loggers; the logged calls ("|"-joined)."""
+    import shutil
+
+    recipe = tmp_path / "asr1"
+    if not recipe.exists():
+        shutil.copytree(RECIPE / "conf", recipe / "conf")
+        shutil.copy(RECIPE / "run.sh", recipe)
+        (recipe / "utils").symlink_to(REPO / "utils")
+        fake = tmp_path / "bin"
+        fake.mkdir()
+        for tool in ("python", "torchrun"):
+            (fake / tool).write_text(f'#!/bin/sh\n{{ printf "{tool}"; printf "|%s" "$@"; echo; }} >> "{tmp_path}/calls"\n')
+            (fake / tool).chmod(0o755)
+        (recipe / "path.sh").write_text(f'export PATH="{fake}:$PATH"\n')
+    (tmp_path / "calls").unlink(missing_ok=True)
+    res = subprocess.run(["bash", "run.sh", *args], cwd=recipe, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    return [c + "|" for c in (tmp_path / "calls").read_text().splitlines()], res.stderr
 
 
 def test_run_sh_sequences_the_stages(tmp_path):
     """All stages with `python` and `torchrun` replaced by loggers: the command lines run.sh builds
     (arguments logged one per field, so quoting is checked too)."""
-    import shutil
-
-    recipe = tmp_path / "asr1"
-    shutil.copytree(RECIPE / "conf", recipe / "conf")
-    shutil.copy(RECIPE / "run.sh", recipe)
-    (recipe / "utils").symlink_to(REPO / "utils")
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    for tool in ("python", "torchrun"):
-        (fake / tool).write_text(f'#!/bin/sh\n{{ printf "{tool}"; printf "|%s" "$@"; echo; }} >> "{tmp_path}/calls"\n')
-        (fake / tool).chmod(0o755)
-    (recipe / "path.sh").write_text(f'export PATH="{fake}:$PATH"\n')
-    res = subprocess.run(["bash", "run.sh", "--whisper_dir", "/m/whisper large", "--llm_dir", "/m/qwen",
-                          "--mls", "/c/my mls", "--nnodes", "2", "--node_rank", "1",
-                          "--rdzv_endpoint", "node0:29400"], cwd=recipe, capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
-    calls = [c + "|" for c in (tmp_path / "calls").read_text().splitlines()]
+    top, _ = fake_run(tmp_path, "--whisper_dir", "/m/whisper large", "--llm_dir", "/m/qwen",
+                      "--mls", "/c/my mls", "--nnodes", "2", "--node_rank", "1",
+                      "--rdzv_endpoint", "node0:29400", "--decode_opts", "--decoding.beam_size 2")
+    calls = [c for call in top for c in commands(call)]
     verbs = [c.split("|-m|")[1].split("|")[0] for c in calls]
     assert verbs[:2] == ["zlora.bin.prep_check", "zlora.bin.prep_plan"]
     assert verbs.count("zlora.bin.dump_audio") == 6 and verbs.count("zlora.bin.extract_lid") == 1
     assert all("|--data.train_feats|dump/" in c and "/audio.scp|" in c for c in calls if "|zlora.bin.train|" in c)
-    assert all("|--feats_type|raw|--feats|dump/" in c for c in calls if "|zlora.bin.decode|" in c)
     trains = [c for c in calls if "|zlora.bin.train|" in c]
     assert len(trains) == 2 + 2 * len(METHODS)
     assert all(c.startswith("torchrun|--nnodes|2|--node_rank|1|") and "|--rdzv_endpoint|node0:29400|" in c
@@ -233,10 +248,55 @@ def test_run_sh_sequences_the_stages(tmp_path):
     assert "|--adapter.init_b_from|exp/lite_1h/stage2_full_zipper-soft/final/adapter.safetensors|" in initb
     assert "|--init_from|exp/stage1_full|" in initb and "|--adapter.conf.lid_embeddings|" in initb
     assert "|--adapter.conf.lid_embeddings|" not in [c for c in trains if "stage2/lora_chunked" in c][0]
-    # decoding: stage-1 models on the 2 source sets, stage-2 models on all 4; each is scored
-    assert verbs.count("zlora.bin.decode") == 2 * 2 + 2 * len(METHODS) * 4 == verbs.count("zlora.bin.score")
-    assert verbs.count("zlora.bin.report") == 2 and verbs.count("zlora.bin.plot") == 2 * 2 + 1
+    # decoding: one process per model, all its test sets (stage 1: the 2 source sets; stage 2: 4)
+    decodes = [c for c in calls if "|zlora.bin.decode|" in c]
+    assert len(decodes) == 2 + 2 * len(METHODS)
+    assert all("|--feats_type|raw|" in c and "|--decoding.beam_size|2|" in c for c in decodes)
+    s1 = [c for c in decodes if "|--exp|exp/stage1_full|" in c][0]
+    assert "|--data|[data/test_source,data/test_source_ws_net]|" in s1
+    assert "|--feats|[dump/test_source/audio.scp,dump/test_source_ws_net/audio.scp]|" in s1
+    soft = [c for c in decodes if "|--exp|exp/lite_1h/stage2_chunked_zipper-soft|" in c][0]
+    assert "|--out|[" + ",".join(f"exp/lite_1h/stage2_chunked_zipper-soft/decode_{s}" for s in
+                                 ("test_source", "test_source_ws_net", "test_target_lite_1h",
+                                  "test_target_ls_other")) + "]|" in soft
+    decode_chain = [c for c in top if "|zlora.bin.decode|" in c]
+    assert len(decode_chain) == 1 and "|--nj|1|" in chain_opts(decode_chain[0])   # local: one model at a time
+    assert all("|--nj|4|" in c for c in decodes)                                  # over decode_nj GPUs
+    # scoring: one score_decodes per regime over every decode dir; two reports under exp/
+    scores = [c for c in calls if "|zlora.bin.score_decodes|" in c]
+    assert len(scores) == 2 and sum(c.count("/decode_") for c in scores) == 2 * 2 + 2 * len(METHODS) * 4
+    reports = [c for c in calls if "|zlora.bin.report|" in c]
+    assert [r.split("|--out|")[1].split("|")[0] for r in reports] == \
+        ["exp/RESULTS_lite_1h.md", "exp/RESULTS_lite_1h_source.md"]
+    assert all("|--baseline|exp/lite_1h/stage2_chunked_lora|" in r for r in reports)
+    plots = [c for c in calls if "|zlora.bin.plot|" in c]
+    assert len(plots) == 2 * 2 + 1 and all("|--out|exp/figures_lite_1h/" in c for c in plots)
+    # the parallel stages' chains all take --cmd and a per-stage log dir
+    for call in top:
+        if any(f"|zlora.bin.{v}|" in call for v in ("prep_plan", "dump_audio", "extract_lid", "decode", "score_decodes")):
+            assert "|--cmd|local|" in chain_opts(call) and "|--log_dir|exp/log/stage" in chain_opts(call)
     for call in calls[:2]:          # prep_check and prep_plan: one argument per root, spaces kept
         assert "|--roots.mls|/c/my mls|" in call and "|--roots.wenetspeech|null|" in call
         assert all(f"|--roots.{c}|" in call for c in ("librispeech", "commonvoice", "msr86k"))
     assert calls[0].startswith("python|-m|zlora.bin.prep_check|--whisper_dir|/m/whisper large|--llm_dir|/m/qwen|")
+
+
+def test_run_sh_slurm_pilot_and_missing_baseline(tmp_path):
+    """--cmd slurm reaches every parallel chain with its sbatch options, decoding spreads models
+    over decode_nj array tasks; --plan/--hours_scale reach prep_plan; a baseline method left out
+    of --methods means no Fig. 6 (logged) and the reports get a baseline that is not a run."""
+    top, err = fake_run(tmp_path, "--cmd", "slurm", "--sbatch_opts", "--partition gpu --gres gpu:1",
+                        "--plan", "conf/data/pilot.yaml", "--hours_scale", "0.01", "--regimes", "full",
+                        "--methods", "zipper-soft flylora", "--decode_nj", "3")
+    chains = [c for c in top if c.startswith("python|-m|zlora.bin.chain|") and "|zlora.bin.report|" not in c
+              and "|zlora.bin.plot|" not in c]
+    assert len(chains) == 5
+    assert all("|--cmd|slurm|--sbatch_opts|--partition gpu --gres gpu:1|" in chain_opts(c) for c in chains)
+    prep = [c for c in top if "|zlora.bin.prep_plan|" in c][0]
+    assert "|--config|conf/data/pilot.yaml|--hours_scale|0.01|" in prep
+    decode = [c for c in top if "|zlora.bin.decode|" in c][0]
+    assert "|--nj|3|" in chain_opts(decode) and all("|--nj|1|" in c for c in commands(decode))
+    plots = [c for call in top for c in commands(call) if "|zlora.bin.plot|" in c]
+    assert [p.split("|zlora.bin.plot|")[1].split("|")[0] for p in plots] == ["radar", "lid"]
+    assert "no Fig. 6: baseline lora is not among --methods" in err
+    assert "baseline lora is not among --methods (zipper-soft flylora): no relative change" in err

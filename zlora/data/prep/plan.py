@@ -103,8 +103,13 @@ class DataPlan:
     # a missing root's hint names the option --<root_flag_prefix><corpus>: a recipe with its own
     # --<corpus> DIR options passes "" so the hint shows the spelling its users type
     root_flag_prefix: str = "roots."
+    # multiplies every source's hours budget (pilot runs: 0.01 draws 1 % of each budget);
+    # sources without hours (take everything) and utt_list sources are not scaled
+    hours_scale: float = 1.0
 
     def __post_init__(self):
+        if not self.hours_scale > 0:
+            raise ConfigError(f"hours_scale must be > 0, got {self.hours_scale}")
         unknown = [c for c in self.roots if c not in CORPORA]
         if unknown:
             raise ConfigError(f"roots: unknown corpus {', '.join(map(repr, unknown))}; known: "
@@ -232,11 +237,12 @@ def select(plan: DataPlan, set_name: str, src: SourceSpec, dirs: list[Path]) -> 
                            f"{src.utt_list} ({what})", excluded)
     if src.hours is None:
         return pool
-    chosen = draw(pool, durs, src.hours * 3600, f"{plan.seed}:{set_name}:{src.corpus}:{src.lang}")
+    hours = src.hours * plan.hours_scale
+    chosen = draw(pool, durs, hours * 3600, f"{plan.seed}:{set_name}:{src.corpus}:{src.lang}")
     got = sum(durs[u] for u in chosen) / 3600
-    if got < src.hours:
+    if got < hours:
         log.warning("%s: only %.3f of %.3f hours available; taking all %d utterances",
-                    what, got, src.hours, len(chosen))
+                    what, got, hours, len(chosen))
     return sorted(chosen)
 
 
@@ -268,7 +274,11 @@ def set_record(plan: DataPlan, sources: list[SourceSpec], dirs: list[list[Path]]
     """What a set is built from: the plan entry, the seed and the prepared dirs' prep.yaml (so a
     re-converted corpus, e.g. from another root, or a redrawn excluded set rebuilds the set)."""
     excluded = sorted({n for src in sources for n in src.exclude_sets})
-    return {"seed": plan.seed, "sources": to_dict(sources),
+    # the budgets as drawn: a rescaled plan (hours_scale) rebuilds the set, and an unscaled
+    # plan's record is the same as before hours_scale existed
+    sources_drawn = [{**s, "hours": s["hours"] * plan.hours_scale} if s.get("hours") is not None
+                     and plan.hours_scale != 1 else s for s in to_dict(sources)]
+    return {"seed": plan.seed, "sources": sources_drawn,
             "prepared": [read_provenance(d) for ds in dirs for d in ds],
             "excluded_sets": {n: hashlib.sha256((Path(plan.out_dir) / n / "utt_list").read_bytes())
                               .hexdigest() for n in excluded}}
