@@ -50,10 +50,11 @@ sft_train=train_sft_${variant} lid=exp/lid/lid.safetensors
 source_tests="test_source test_source_ws_net" target_tests="test_target_${variant} test_target_ls_other"  # unions
 stage1_langs=en,fr,th,zh stage2_langs=de,es,fr,ru,vi,it,en,th,ar,ja,ko,pt,zh
 target_high=de,es,fr,ru,vi,it,en,th target_low=ar,ja,ko,pt
-roots=(); for c in librispeech mls commonvoice msr86k wenetspeech; do roots+=("--roots.$c" "${!c:-null}"); done  # null: not given
+roots=(--root_flag_prefix "")   # a missing corpus's hint names this script's --<corpus> option
+for c in librispeech mls commonvoice msr86k wenetspeech; do roots+=("--roots.$c" "${!c:-null}"); done  # null: not given
 read -r -a extra_train_opts <<< "$train_opts"; read -r -a extra_decode_opts <<< "$decode_opts"
-train() {  # JOB CONFIG ARGS...: one torchrun training, its own rendezvous id on every node
-  torchrun --nnodes "$nnodes" --node_rank "$node_rank" --nproc_per_node "$ngpu" --rdzv_backend "$rdzv_backend" \
+train() {  # JOB CONFIG ARGS...: one torchrun training (a failed rank's error last, no launcher traceback)
+  python -m zlora.bin.torchrun --nnodes "$nnodes" --node_rank "$node_rank" --nproc_per_node "$ngpu" --rdzv_backend "$rdzv_backend" \
     --rdzv_endpoint "$rdzv_endpoint" --rdzv_id "$rdzv_id-$1" -m zlora.bin.train --config "$2" "${@:3}" \
     --model.encoder.whisper_dir "$whisper_dir" --model.llm.model_dir "$llm_dir" --resume true "${extra_train_opts[@]}"; }
 chain() { local stage_log=$1; shift; python -m zlora.bin.chain --cmd "$cmd" --sbatch_opts "$sbatch_opts" --log_dir "exp/log/$stage_log" "$@"; }

@@ -238,7 +238,7 @@ def test_run_sh_sequences_the_stages(tmp_path):
     assert all("|--data.train_feats|dump/" in c and "/audio.scp|" in c for c in calls if "|zlora.bin.train|" in c)
     trains = [c for c in calls if "|zlora.bin.train|" in c]
     assert len(trains) == 2 + 2 * len(METHODS)
-    assert all(c.startswith("torchrun|--nnodes|2|--node_rank|1|") and "|--rdzv_endpoint|node0:29400|" in c
+    assert all(c.startswith("python|-m|zlora.bin.torchrun|--nnodes|2|--node_rank|1|") and "|--rdzv_endpoint|node0:29400|" in c
                for c in trains)
     rdzv_ids = [c.split("|--rdzv_id|")[1].split("|")[0] for c in trains]
     assert len(set(rdzv_ids)) == len(trains)           # one rendezvous per job: no stale joins
@@ -278,6 +278,7 @@ def test_run_sh_sequences_the_stages(tmp_path):
     for call in calls[:2]:          # prep_check and prep_plan: one argument per root, spaces kept
         assert "|--roots.mls|/c/my mls|" in call and "|--roots.wenetspeech|null|" in call
         assert all(f"|--roots.{c}|" in call for c in ("librispeech", "commonvoice", "msr86k"))
+        assert "|--root_flag_prefix||" in call         # hints name run.sh's --mls, not --roots.mls
     assert calls[0].startswith("python|-m|zlora.bin.prep_check|--whisper_dir|/m/whisper large|--llm_dir|/m/qwen|")
 
 
