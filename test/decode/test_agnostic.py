@@ -115,3 +115,39 @@ def test_lid_report(tmp_path):
     saved = json.loads((tmp_path / "lid.json").read_text())
     assert saved["per_language"]["en"] == {"utts": 3, "correct": 2, "accuracy": 0.6667,
                                            "predicted": {"en": 2, "fr": 1}}
+
+
+def test_whisper_lid_reads_the_decodes_own_log_mel_without_lang_feats(tmp_path, monkeypatch):
+    """No --lang.feats: Whisper gets each row of the decode's input cut to its length, exactly what
+    it gets from a feats.scp holding the same matrices; a cached-layer model needs --lang.feats."""
+    import types
+
+    import kaldiio
+    import numpy as np
+
+    import zlora.decode.agnostic as agnostic
+    from zlora.utils.cli import UserError
+
+    got = []
+    monkeypatch.setattr(agnostic, "whisper_posteriors",
+                        lambda whisper, mels, langs: got.append(mels) or torch.eye(len(langs))[: len(mels)])
+    model = types.SimpleNamespace(languages=list(LANGS), cfg=types.SimpleNamespace(
+        encoder=types.SimpleNamespace(cached_layers=0, whisper_dir="w")))
+    g = torch.Generator().manual_seed(0)
+    mats = [torch.randn(n, 8, generator=g) for n in (7, 4)]
+    x = torch.zeros(2, 7, 8)
+    for i, m in enumerate(mats):
+        x[i, : len(m)] = m
+    lens = torch.tensor([7, 4])
+    own = LANG_SOURCES.get("whisper_lid")(LanguageConfig(mode="whisper_lid"), model)
+    own.route(model, x, lens, ["a", "b"], None)
+    with kaldiio.WriteHelper(f"ark,scp:{tmp_path}/m.ark,{tmp_path}/m.scp") as w:
+        for u, m in zip("ab", mats):
+            w(u, m.numpy().astype(np.float32))
+    scp = LANG_SOURCES.get("whisper_lid")(LanguageConfig(mode="whisper_lid", feats=str(tmp_path / "m.scp")), model)
+    scp.route(model, x, lens, ["a", "b"], None)
+    assert [m.shape for m in got[0]] == [(7, 8), (4, 8)]
+    assert all(torch.equal(a, b) for a, b in zip(got[0], got[1]))
+    model.cfg.encoder.cached_layers = 4
+    with pytest.raises(UserError, match="cached encoder states.*--lang.feats"):
+        LANG_SOURCES.get("whisper_lid")(LanguageConfig(mode="whisper_lid"), model)

@@ -37,7 +37,8 @@ LANG_SOURCES: Registry = Registry("language source (--lang.mode)")
 class LanguageConfig:
     """``lang:`` section of the decode config (``--lang.<key>``)."""
     mode: str = "known"                   # known | oracle | whisper_lid | probe | mole
-    feats: Optional[str] = None           # whisper_lid: a log-mel feats.scp (the model may read cached states)
+    feats: Optional[str] = None           # whisper_lid: a log-mel feats.scp; null: the decode's own
+                                          #   log-mel input (not for a model that reads cached states)
     whisper_dir: Optional[str] = None     # whisper_lid: Whisper dir; default model.encoder.whisper_dir
     router_input: Literal["hard", "mixture"] = "hard"   # Zipper routers under whisper_lid
     posteriors: Optional[str] = None      # whisper_lid: lid_posteriors.jsonl of an earlier decode of the
@@ -199,25 +200,29 @@ class WhisperLanguage(PosteriorSource):
         super().__init__(cfg, model)
         self.whisper = cfg.whisper_dir or model.cfg.encoder.whisper_dir
         self.cached = read_posteriors(cfg.posteriors) if cfg.posteriors else None
-        self.mels = kaldiio.load_scp(cfg.feats) if self.cached is None else None
+        # no --lang.feats: Whisper reads the decode's own input, which is log-mel unless the model
+        # starts from cached encoder states (raw audio: the on-device log-mel, zlora.data.frontend)
+        self.mels = kaldiio.load_scp(cfg.feats) if self.cached is None and cfg.feats else None
+        if self.cached is None and self.mels is None and model.cfg.encoder.cached_layers > 0:
+            raise UserError(f"--lang.mode whisper_lid: the model reads cached encoder states "
+                            f"(model.encoder.cached_layers={model.cfg.encoder.cached_layers}), not log-mel: "
+                            "give --lang.feats (the log-mel feats.scp of --data) or --lang.posteriors")
         if self.cached is None and not self.whisper:
             raise UserError("--lang.mode whisper_lid: no Whisper dir (give --lang.whisper_dir)")
 
-    @staticmethod
-    def check(cfg: LanguageConfig) -> None:
-        if not (cfg.feats or cfg.posteriors):
-            raise UserError("--lang.mode whisper_lid needs --lang.feats (a log-mel feats.scp from dump_feats) "
-                            "or --lang.posteriors (lid_posteriors.jsonl of an earlier whisper_lid decode)")
-
     def posteriors(self, feats, lens, utts):
-        return self._cached(utts) if self.cached is not None else self._whisper(utts)
+        return self._cached(utts) if self.cached is not None else self._whisper(feats, lens, utts)
 
-    def _whisper(self, utts: list[str]) -> torch.Tensor:
+    def _whisper(self, feats: torch.Tensor, lens: torch.Tensor, utts: list[str]) -> torch.Tensor:
+        """feats (B, T, n_mels), lens (B,): the decode's log-mel input, used without --lang.feats."""
         from zlora.decode.agnostic import whisper_posteriors
         from zlora.decode.batches import read_feats
 
-        return whisper_posteriors(self.whisper, [read_feats(self.mels, u, self.cfg.feats) for u in utts],
-                                  self.languages)
+        if self.mels is not None:
+            mels = [read_feats(self.mels, u, self.cfg.feats) for u in utts]
+        else:
+            mels = [feats[i, : int(n)].float().cpu() for i, n in enumerate(lens)]
+        return whisper_posteriors(self.whisper, mels, self.languages)
 
     def _cached(self, utts: list[str]) -> torch.Tensor:
         where = f"--lang.posteriors {self.cfg.posteriors}"
