@@ -250,6 +250,9 @@ def test_second_paper_stages_train_decode_and_report(lre, recipe):
     assert "## Language identification" in results
     assert "| LoRA-MoLE (LID: MoLE classifier) (test) | mole |" in results
     assert "| LoRA-KD (LID: Whisper) | " in log.split("beside the reference ../asr1/RESULTS.md")[1]
+    assert (e / "exp/figures/lid_confusion_test.png").stat().st_size > 1000
+    mole_log = (e / "exp/lre/mole/train.log").read_text()        # the LID phase drew on lid_extra too
+    assert "MoLE LID phase:" in mole_log and "data/foundation_dev" in mole_log
 
 
 def test_second_paper_writes_only_data_dump_and_exp(lre):

@@ -68,3 +68,43 @@ def test_mole_lid_phase_reaches_perfect_lid(tmp_path, trained, corpus, monkeypat
     assert code == 0, err
     assert json.loads((tmp_path / "agnostic" / "lid.json").read_text())["accuracy"] == 1.0
     assert (tmp_path / "agnostic" / "text").read_text() == (tmp_path / "known" / "text").read_text()
+
+
+def test_mole_lid_phase_learns_a_language_from_lid_phase_data_alone(tmp_path, trained, corpus, monkeypatch):
+    """ASR data of one language (en) plus adapter.conf.lid_phase_data holding both: the LID phase
+    draws fr from the extra data only, and the classifier then recognises fr too."""
+    from zlora.bin.subset_data_dir import main as subset_main
+
+    data, feats, _ = corpus
+    assert run_cli(subset_main, ["--lang", "en", str(data), str(tmp_path / "en_only")])[0] == 0
+    experts = expert_files(trained, tmp_path, monkeypatch)
+    cfg = mole_config(trained, tmp_path, experts, 200)
+    cfg["data"] = {**cfg["data"], "train": str(tmp_path / "en_only")}
+    cfg["adapter"]["conf"].update(lid_phase_data=[str(data)], lid_phase_feats=[str(feats)])
+    assert train_inprocess(monkeypatch, cfg, tmp_path / "mole.yaml") == 0
+    log = (tmp_path / "mole200" / "train.log").read_text()
+    assert "MoLE LID phase: 24 pooled tap states" in log     # 8 en (ASR data), then 8 en + 8 fr
+    common = ["--exp", tmp_path / "mole200", "--data", data, "--feats", feats, "--decoding.max_new_tokens", 4]
+    code, err = _decode(monkeypatch, [*common, "--out", tmp_path / "agnostic", "--lang.mode", "mole"])
+    assert code == 0, err
+    assert json.loads((tmp_path / "agnostic" / "lid.json").read_text())["per_language"]["fr"]["accuracy"] == 1.0
+
+
+def test_probe_pools_several_data_dirs(tmp_path, corpus, capsys):
+    """--data/--feats pairs are one training set: a language only the second dir holds is learnt;
+    unpaired lists are refused."""
+    from zlora.bin.subset_data_dir import main as subset_main
+
+    data, feats, _ = corpus
+    for lang in ("en", "fr"):
+        assert run_cli(subset_main, ["--lang", lang, str(data), str(tmp_path / lang)])[0] == 0
+    probe = tmp_path / "probe.safetensors"
+    code, out = run_cli(probe_main, ["--data", str(tmp_path / "en"), str(tmp_path / "fr"), "--feats", str(feats),
+                                     str(feats), "--languages", "en,fr", "--out", str(probe), "--steps", "100",
+                                     "--eval_data", str(data), "--eval_feats", str(feats)])
+    assert code == 0, out
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["eval"]["per_language"] == {"en": 1.0, "fr": 1.0}
+    code, err = run_cli(probe_main, ["--data", str(data), str(data), "--feats", str(feats), "--languages", "en,fr",
+                                     "--out", str(tmp_path / "x.safetensors")])
+    assert code == 2 and "one feats.scp per data dir" in err

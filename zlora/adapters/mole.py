@@ -59,11 +59,20 @@ class MoLEOptions:
     lid_phase_steps: int = 0                            # 0 = off
     lid_phase_utts: int = 500                           # utterances per language (at most)
     lid_phase_lr: float = 1e-3
+    # more labelled data for the LID phase only (data dirs, and their inputs as the model reads
+    # them: the same encoder cache layers): the ASR data may hold a language's 1-2 utterances (a
+    # long tail), too few to recognise it in new voices. Drawn after the training data, within
+    # lid_phase_utts per language.
+    lid_phase_data: list[str] = field(default_factory=list)
+    lid_phase_feats: list[str] = field(default_factory=list)
 
     def check(self, cfg) -> None:
         if self.experts and len(self.experts) != len(cfg.languages):
             raise ConfigError(f"adapter.conf.experts has {len(self.experts)} files but languages has "
                               f"{len(cfg.languages)}: give one expert file per language, same order")
+        if len(self.lid_phase_data) != len(self.lid_phase_feats):
+            raise ConfigError(f"adapter.conf.lid_phase_data has {len(self.lid_phase_data)} data dirs but "
+                              f"lid_phase_feats {len(self.lid_phase_feats)} feats.scp: give one per data dir")
 
 
 class MoLEState:

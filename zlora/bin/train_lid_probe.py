@@ -5,6 +5,9 @@ language source for decoding: ``zlora.bin.decode --lang.mode probe --lang.probe 
         --languages de,es,fr,... --out exp/lid/probe_enc5.safetensors \
         [--eval_data data/dev --eval_feats dump/dev/enc5/feats.scp] [--steps 300]
 
+Several ``--data`` with one ``--feats`` each are pooled into one training set (e.g. the ASR data
+and more labelled audio of the long-tail languages; every ``--feats`` must be the same cache).
+
 ``--feats`` is normally an encoder cache (``zlora.bin.dump_encoder``: states after N Whisper
 layers, the input of ``cached_layers: N``), so a model that decodes from the same cache gets its
 probe posteriors without another encoder pass. Training is class-balanced (zlora.models.lid_probe):
@@ -28,8 +31,8 @@ log = get_logger("lid_probe")
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = ArgumentParser("train_lid_probe", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="Kaldi data dir with utt2lang")
-    p.add_argument("--feats", required=True, help="feats.scp of (T, d) states (an encoder cache)")
+    p.add_argument("--data", required=True, nargs="+", help="Kaldi data dir(s) with utt2lang")
+    p.add_argument("--feats", required=True, nargs="+", help="feats.scp of (T, d) states (an encoder cache), one per --data")
     p.add_argument("--languages", required=True, help="comma-separated language codes (the probe's classes)")
     p.add_argument("--out", required=True, help="output .safetensors")
     p.add_argument("--eval_data", default=None, help="held-out data dir to report accuracy on")
@@ -39,6 +42,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seeds the balanced sampling")
     args = p.parse_args(argv)
     args.languages = [c.strip() for c in args.languages.split(",") if c.strip()]
+    if len(args.data) != len(args.feats):
+        raise UserError(f"{len(args.data)} --data but {len(args.feats)} --feats: give one feats.scp per data dir")
+    layers = {f: cache_layers(f) for f in args.feats}
+    if len(set(layers.values())) > 1:
+        raise UserError(f"--feats are different caches (layers {layers}): the probe reads one kind of state")
     if (args.eval_data is None) != (args.eval_feats is None):
         raise UserError("--eval_data and --eval_feats go together")
     if args.steps < 1:
@@ -62,7 +70,7 @@ def pooled_states(data: str, feats: str, languages: list[str]) -> tuple[list[str
         raise UserError(f"{feats}: no features for {len(missing)} utterances of {data}, e.g. {missing[0]}")
     if len(utts) < len(dd.utts):
         log.info("%s: %d utterances of other languages skipped", data, len(dd.utts) - len(utts))
-    pooled = torch.stack([torch.from_numpy(np.asarray(mats[u], dtype=np.float32)).mean(0) for u in utts])
+    pooled = torch.stack([torch.from_numpy(np.array(mats[u], dtype=np.float32)).mean(0) for u in utts])
     return utts, pooled, torch.tensor([index[dd.utt2lang[u]] for u in utts])
 
 
@@ -80,7 +88,10 @@ def main(argv: list[str]) -> int:
 
     args = parse_args(argv)
     setup_logging()
-    _, x, y = pooled_states(args.data, args.feats, args.languages)
+    sets = [pooled_states(d, f, args.languages) for d, f in zip(args.data, args.feats)]
+    x, y = torch.cat([s[1] for s in sets]), torch.cat([s[2] for s in sets])
+    log.info("training on %d utterances: %s", len(y), ", ".join(
+        f"{args.languages[c]} {int((y == c).sum())}" for c in range(len(args.languages))))
     probe = LinearProbe(x.shape[1], len(args.languages))
     probe.set_scale(x)
     fit = fit_classifier(probe, x, y, len(args.languages), args.steps, args.lr, seed=args.seed)
@@ -90,7 +101,8 @@ def main(argv: list[str]) -> int:
         with torch.no_grad():
             report["eval"] = accuracy(probe(xe).argmax(-1), ye, args.languages)
     meta = {"format": "zlora-lid-probe", "languages": json.dumps(args.languages), "dim": str(x.shape[1]),
-            "layers": str(cache_layers(args.feats)), "trained_on": str(Path(args.feats).resolve())}
+            "layers": str(cache_layers(args.feats[0])),
+            "trained_on": ",".join(str(Path(f).resolve()) for f in args.feats)}
     atomic_save_file(lambda tmp: save_file({k: v.contiguous() for k, v in probe.state_dict().items()},
                                            tmp, metadata=meta), args.out)
     print(json.dumps({"probe": args.out, **report}))

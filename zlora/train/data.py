@@ -96,6 +96,15 @@ def build_train_data(cfg: TrainConfig, model, dist: DistInfo) -> TrainData:
     return TrainData(dataset, sampler, corpus, d.num_workers, cfg.seed, pin_memory=dist.device.type == "cuda")
 
 
+def build_pack_dataset(cfg: TrainConfig, model, data_dir: str, feats: str | None, dist: DistInfo) -> PackDataset:
+    """Every utterance of ``data_dir`` in sequential packs, encoded as in training (for passes
+    outside the ASR loss, e.g. MoLE's LID phase)."""
+    corpus = _load(cfg, model, data_dir, feats, None, dist)
+    log.info("data %s: %d utterances; %s", data_dir, len(corpus), corpus.describe_skips())
+    return PackDataset(corpus, sequential_packs(corpus, cfg.data.max_tokens), None, cfg.data.check_finite,
+                       chunk_choices(cfg), cfg.seed)
+
+
 def build_valid_loader(cfg: TrainConfig, model, dist: DistInfo) -> torch.utils.data.DataLoader | None:
     """Validation keeps every utterance the model can take (no duration limit, sequential packs)."""
     d = cfg.data

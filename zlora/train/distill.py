@@ -210,8 +210,12 @@ class MoLELIDExtension:
         opts = self.options
         if opts is None or opts.lid_phase_steps <= 0:
             return
+        from zlora.train.data import build_pack_dataset
+
         model = trainer.engine.model
-        x, y = tap_states(model, trainer.data.dataset, opts.lid_phase_utts, trainer.engine)
+        extra = [build_pack_dataset(trainer.cfg, model, d, f, trainer.dist)
+                 for d, f in zip(opts.lid_phase_data, opts.lid_phase_feats)]
+        x, y = tap_states(model, [trainer.data.dataset, *extra], opts.lid_phase_utts, trainer.engine)
         owner = lid_owner(model)
         clf = copy.deepcopy(owner.lid_classifier).float().cpu()
         fit = fit_classifier(clf, x, y, len(owner.languages), opts.lid_phase_steps, opts.lid_phase_lr)
@@ -229,10 +233,10 @@ class MoLELIDExtension:
 
 
 @torch.no_grad()
-def tap_states(model: nn.Module, dataset, per_language: int, engine) -> tuple[torch.Tensor, torch.Tensor]:
+def tap_states(model: nn.Module, datasets: list, per_language: int, engine) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, d) pooled MoLE tap states and (N,) their true languages, for up to ``per_language``
-    training utterances of each language (packs in dataset order; chunks count as the encoder
-    runs them)."""
+    utterances of each language over ``datasets`` in order (packs in dataset order; chunks count
+    as the encoder runs them)."""
     from zlora.adapters.mole import mole_state
     from zlora.data.dataset import collate_packs
 
@@ -242,7 +246,7 @@ def tap_states(model: nn.Module, dataset, per_language: int, engine) -> tuple[to
     state.keep_pooled, state.pooled, was_training = True, [], model.training
     model.eval()
     try:
-        for p in range(len(dataset)):
+        for dataset, p in ((d, p) for d in datasets for p in range(len(d))):
             items = dataset[(p, 0, 0)]
             lang = items[0]["lang"]
             if counts.get(lang, 0) >= per_language:

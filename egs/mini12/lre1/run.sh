@@ -29,6 +29,8 @@ decode_config=conf/decode.yaml
 whisper_dir=                    # default: $ZLORA_CACHE/whisper-base (asr1's stage 0 converted it)
 sft_cached=5                    # asr1's stage-2 encoder cache (Zipper-LoRA-Soft reads dump/*/enc5)
 lre_cached=4                    # these methods adapt the top 2 encoder layers (MoLE needs two)
+lid_extra=foundation            # more labelled sets for the LID probe and MoLE's LID phase only ('' for
+                                #   none): train_sft holds 1-2 utterances of a low-resource language
 decode_nj=1
 train_opts=                     # extra "--key value" overrides for every training run
 threads=                        # torch threads per process (default: all cores)
@@ -48,6 +50,8 @@ common=(--languages "[$languages]" --model.encoder.whisper_dir "$whisper_dir"
         --model.llm.tokenizer data/lang/spm.model)
 zs=exp/stage2/zipper-soft_seed${seeds%% *}
 linked="data dump exp/stage1 exp/stage2 exp/lid"
+lid_data=() lid_feats=()        # the LID-only sets, for the probe (stage 1) and MoLE (stage 2)
+for set in $lid_extra; do lid_data+=("data/$set") lid_feats+=("dump/$set/enc$lre_cached/feats.scp"); done
 
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
   log "stage 0: link the outputs of $asr1 ($linked)"
@@ -63,13 +67,14 @@ fi
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   log "stage 1: caches of the bottom $lre_cached encoder layers, each language's stage-2 data, one LoRA expert per language"
   cmds=()
-  for set in train_sft dev $lre_sets; do
+  for set in train_sft dev $lre_sets $lid_extra; do
     cmds+=(--- zlora.bin.dump_encoder --whisper_dir "$whisper_dir" --feats "dump/$set/feats.scp"
            --layers "$lre_cached" --out "dump/$set/enc$lre_cached")
   done
   for lang in $high $low; do cmds+=(--- zlora.bin.subset_data_dir --lang "$lang" data/train_sft "data/train_sft_$lang"); done
   # the LID reference: a linear probe on the frozen cache (class-balanced), also a LID source
-  cmds+=(--- zlora.bin.train_lid_probe --data data/train_sft --feats "dump/train_sft/enc$lre_cached/feats.scp"
+  cmds+=(--- zlora.bin.train_lid_probe --data data/train_sft "${lid_data[@]}"
+         --feats "dump/train_sft/enc$lre_cached/feats.scp" "${lid_feats[@]}"
          --languages "$languages" --out "exp/lre/probe_enc$lre_cached.safetensors"
          --eval_data data/dev --eval_feats "dump/dev/enc$lre_cached/feats.scp")
   for lang in $high $low; do      # §2.1: one expert per language, on that language's data only
@@ -86,7 +91,8 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   for lang in $high $low; do experts+=("exp/lre/expert_$lang") banks+=("exp/lre/expert_$lang/final/adapter.safetensors"); done
   python -m zlora.bin.chain \
     --- zlora.bin.train --config conf/mole.yaml "${common[@]}" --exp_dir exp/lre/mole \
-          --adapter.conf.experts "[$(csv "${banks[@]}")]" --resume true "${extra_train_opts[@]}" \
+          --adapter.conf.experts "[$(csv "${banks[@]}")]" --adapter.conf.lid_phase_data "[$(csv "${lid_data[@]}")]" \
+          --adapter.conf.lid_phase_feats "[$(csv "${lid_feats[@]}")]" --resume true "${extra_train_opts[@]}" \
     --- zlora.bin.train --config conf/kd.yaml "${common[@]}" --exp_dir exp/lre/kd \
           --distill.experts "[$(csv "${experts[@]}")]" --resume true "${extra_train_opts[@]}" \
     --- zlora.bin.train --config conf/kd_output.yaml "${common[@]}" --exp_dir exp/lre/kd_output \
