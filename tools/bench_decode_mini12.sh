@@ -6,7 +6,9 @@ set -euo pipefail
 # Usage (after `make demo`): bash tools/bench_decode_mini12.sh [OUT_DIR]   (default exp/bench_decode)
 cd "$(dirname "$0")/../egs/mini12/asr1"
 . ./path.sh
-out="${1:-exp/bench_decode}"; rm -rf "$out"; mkdir -p "$out"
+out="${1:-exp/bench_decode}"
+[ ! -e "$out" ] || [ -f "$out/results.jsonl" ] || { echo "$out exists and is not an output of this script" >&2; exit 1; }
+rm -rf "$out"; mkdir -p "$out"
 for rep in 1 2 3; do
   for variant in unmerged merged; do
     for m in lora zipper-soft; do
