@@ -494,12 +494,13 @@ def recorded_steps(run: Run) -> list[tuple[str, str, str]]:
     decode_yaml = Path(run.path).parent / "decode.yaml"
     decode = _yaml_or_none(decode_yaml)
     exp = run.meta.exp or (decode or {}).get("exp")
-    chain, seen = [], set()
-    while isinstance(exp, str) and (cfg := _yaml_or_none(_exp_dir(exp) / "config.yaml")) is not None:
-        if str(_exp_dir(exp)) in seen:       # a config pointing at itself: stop, do not loop
+    chain: list[Path] = []
+    while isinstance(exp, str):
+        config = _exp_dir(exp) / "config.yaml"
+        cfg = _yaml_or_none(config)
+        if cfg is None or config in chain:   # no record, or a config pointing back: stop, do not loop
             break
-        seen.add(str(_exp_dir(exp)))
-        chain.append(_exp_dir(exp) / "config.yaml")
+        chain.append(config)
         exp = cfg.get("init_from") if cfg.get("stage", 1) == 2 else None
     for k, config in enumerate(reversed(chain)):
         what = "training config" if k == len(chain) - 1 else "stage-1 training config"

@@ -164,7 +164,7 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then   # opt-in (stop_stage de
              --feats "dump/$set/enc$lre_cached/feats.scp" --out "exp/lre/gap_$g/decode_$set" --nj "$decode_nj"
            --- zlora.bin.score --ref "data/$set/text" --hyp "exp/lre/gap_$g/decode_$set/text"
              --utt2lang "data/$set/utt2lang" --out "exp/lre/gap_$g/decode_$set/score" --method "Vanilla-LoRA, $g"
-             --regime full --seed 0 --test_set "$set" --exp "exp/lre/gap_$g")
+             --regime full --test_set "$set" --exp "exp/lre/gap_$g")
     scores+=("exp/lre/gap_$g/decode_$set/score")
   done; done
   python -m zlora.bin.chain "${cmds[@]}"
